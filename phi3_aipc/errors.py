@@ -1,0 +1,50 @@
+"""Errors raised by phi3-aipc. Each message says what was wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class Phi3AIPCError(Exception):
+    """Base class for every error phi3-aipc raises on purpose."""
+
+
+class InvalidParameterError(Phi3AIPCError, ValueError):
+    """A generation or constructor parameter is out of range or of the wrong type."""
+
+
+class ModelNotFoundError(Phi3AIPCError, FileNotFoundError):
+    """The model could not be found locally and could not be downloaded."""
+
+
+class DeviceNotFoundError(Phi3AIPCError, RuntimeError):
+    """The requested device is not present on this machine."""
+
+
+class BackendNotInstalledError(Phi3AIPCError, ImportError):
+    """The chosen backend's Python package is not installed."""
+
+    def __init__(self, backend: str, package: str, extra: str, cause: BaseException | None = None):
+        self.backend = backend
+        self.package = package
+        self.extra = extra
+        detail = f" ({cause})" if cause else ""
+        super().__init__(
+            f"The '{backend}' backend needs the '{package}' package, which is not installed{detail}. "
+            f"Install it with: pip install 'phi3-aipc[{extra}]'"
+        )
+
+
+class UnknownBackendError(Phi3AIPCError, ValueError):
+    """The backend name is not one phi3-aipc knows."""
+
+
+class PromptTooLongError(Phi3AIPCError, ValueError):
+    """The prompt does not fit the device's or model's prompt limit."""
+
+    def __init__(self, prompt_tokens: int, limit: int, what: str, hint: str):
+        self.prompt_tokens = prompt_tokens
+        self.limit = limit
+        super().__init__(f"The prompt is {prompt_tokens} tokens long, over the {what} of {limit} tokens. {hint}")
+
+
+class UnsupportedFeatureError(Phi3AIPCError, NotImplementedError):
+    """The chosen backend or device cannot do what was asked."""
