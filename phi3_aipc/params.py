@@ -126,7 +126,6 @@ class BackendOutput:
 
     prompt_tokens: int
     completion_tokens: int
-    hit_eos: bool
     timings: Timings = field(default_factory=Timings)
 
 

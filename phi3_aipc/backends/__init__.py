@@ -1,0 +1,82 @@
+"""Backend registry. Nothing here imports a backend's package: a backend loads only when it is chosen."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from phi3_aipc.backends.base import Backend
+from phi3_aipc.errors import BackendNotInstalledError, UnknownBackendError
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    module: str
+    cls: str
+    #: The import that must succeed, the pip package that provides it, and our extra that installs it.
+    requires: str
+    package: str
+    extra: str
+    devices: str
+
+
+BACKENDS: dict[str, BackendInfo] = {
+    info.name: info
+    for info in (
+        BackendInfo(
+            "openvino", "phi3_aipc.backends.openvino_genai", "OpenVINOGenAIBackend",
+            "openvino_genai", "openvino-genai", "openvino", "NPU, GPU (Intel Arc / iGPU), CPU",
+        ),
+        BackendInfo(
+            "transformers", "phi3_aipc.backends.transformers_backend", "TransformersBackend",
+            "transformers", "transformers", "transformers", "CPU, CUDA",
+        ),
+    )
+}
+
+ALIASES = {
+    "ov": "openvino",
+    "openvino-genai": "openvino",
+    "openvino_genai": "openvino",
+    "hf": "transformers",
+    "torch": "transformers",
+}
+
+DEFAULT_BACKEND = "openvino"
+
+
+def register_backend(info: BackendInfo, *aliases: str) -> None:
+    """Add a backend to the registry (used by the built-in optional backends, and open to plugins)."""
+    BACKENDS[info.name] = info
+    for alias in aliases:
+        ALIASES[alias] = info.name
+
+
+def resolve_backend_name(backend: str | None, device: str | None = None) -> str:
+    if backend is None:
+        return DEFAULT_BACKEND
+    name = str(backend).strip().lower()
+    name = ALIASES.get(name, name)
+    if name not in BACKENDS:
+        raise UnknownBackendError(
+            f"Unknown backend {backend!r}. Choose one of: {', '.join(sorted(BACKENDS))} (or leave it unset for "
+            f"'{DEFAULT_BACKEND}')."
+        )
+    return name
+
+
+def backend_class(name: str) -> type[Backend]:
+    """Import the backend's module, turning a missing dependency into an error that names the pip extra."""
+    info = BACKENDS[resolve_backend_name(name)]
+    try:
+        importlib.import_module(info.requires)
+    except ImportError as exc:
+        raise BackendNotInstalledError(info.name, info.package, info.extra, exc) from exc
+    module = importlib.import_module(info.module)
+    return getattr(module, info.cls)
+
+
+def load_backend(name: str, model: str | None, device: str | None, options: dict[str, Any]) -> Backend:
+    return backend_class(name).load(model, device, options)

@@ -1,0 +1,5 @@
+import sys
+
+from phi3_aipc.cli import main
+
+sys.exit(main())
