@@ -68,7 +68,11 @@ class Engine:
 
     # -- generation ---------------------------------------------------------------------------------------------
     def generate(
-        self, prompt: PromptInput, params: GenerationParams | None = None, *, constraint: Constraint | None = None
+        self,
+        prompt: PromptInput,
+        params: GenerationParams | None = None,
+        *,
+        constraint: Constraint | None = None,
     ) -> GenerationResult:
         """Generate the whole answer. ``prompt`` is chat messages, or a raw, already formatted prompt string."""
         text = self._to_prompt(prompt)
@@ -78,7 +82,11 @@ class Engine:
             return self._run(text, params, constraint, sink=None, cancel=None)
 
     def stream(
-        self, prompt: PromptInput, params: GenerationParams | None = None, *, constraint: Constraint | None = None
+        self,
+        prompt: PromptInput,
+        params: GenerationParams | None = None,
+        *,
+        constraint: Constraint | None = None,
     ) -> GenerationStream:
         """Stream text deltas as tokens arrive; ``.result`` holds the GenerationResult once the stream ends."""
         text = self._to_prompt(prompt)
@@ -87,13 +95,21 @@ class Engine:
         return GenerationStream(self, text, params, constraint)
 
     async def agenerate(
-        self, prompt: PromptInput, params: GenerationParams | None = None, *, constraint: Constraint | None = None
+        self,
+        prompt: PromptInput,
+        params: GenerationParams | None = None,
+        *,
+        constraint: Constraint | None = None,
     ) -> GenerationResult:
         """``generate`` in a worker thread, so the event loop keeps running."""
         return await asyncio.to_thread(self.generate, prompt, params, constraint=constraint)
 
     def astream(
-        self, prompt: PromptInput, params: GenerationParams | None = None, *, constraint: Constraint | None = None
+        self,
+        prompt: PromptInput,
+        params: GenerationParams | None = None,
+        *,
+        constraint: Constraint | None = None,
     ) -> AsyncGenerationStream:
         """Async twin of ``stream``: deltas arrive on the event loop as the worker thread produces them."""
         return AsyncGenerationStream(self.stream(prompt, params, constraint=constraint))
@@ -196,7 +212,9 @@ def _round_up(tokens: int) -> int:
 
 def _check_messages(messages: Sequence[Message]) -> None:
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
-        raise InvalidParameterError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts.")
+        raise InvalidParameterError(
+            "messages must be a non-empty list of {'role': ..., 'content': ...} dicts."
+        )
     for index, message in enumerate(messages):
         if not isinstance(message, Mapping) or "role" not in message:
             raise InvalidParameterError(
@@ -224,7 +242,9 @@ class GenerationStream:
         )
         self._thread.start()
 
-    def _work(self, engine: Engine, prompt: str, params: GenerationParams, constraint: Constraint | None) -> None:
+    def _work(
+        self, engine: Engine, prompt: str, params: GenerationParams, constraint: Constraint | None
+    ) -> None:
         try:
             with engine._lock:
                 if self._cancel.is_set():

@@ -43,7 +43,9 @@ class PromptTooLongError(Phi3AIPCError, ValueError):
     def __init__(self, prompt_tokens: int, limit: int, what: str, hint: str):
         self.prompt_tokens = prompt_tokens
         self.limit = limit
-        super().__init__(f"The prompt is {prompt_tokens} tokens long, over the {what} of {limit} tokens. {hint}")
+        super().__init__(
+            f"The prompt is {prompt_tokens} tokens long, over the {what} of {limit} tokens. {hint}"
+        )
 
 
 class UnsupportedFeatureError(Phi3AIPCError, NotImplementedError):

@@ -110,7 +110,9 @@ def local_path(model: str) -> Path | None:
     path = Path(os.path.expanduser(model))
     if path.exists():
         return path.resolve()
-    looks_like_path = model.startswith(("/", ".", "~")) or os.sep in model.strip("/") and not _REPO_ID.match(model)
+    looks_like_path = (
+        model.startswith(("/", ".", "~")) or os.sep in model.strip("/") and not _REPO_ID.match(model)
+    )
     if looks_like_path or model.lower().endswith((".gguf", ".xml", ".onnx")):
         raise ModelNotFoundError(
             f"No model at '{model}': the path does not exist. Pass an existing OpenVINO IR folder, GGUF file, "

@@ -65,7 +65,9 @@ def _normalise_stop(stop: Any) -> tuple[str, ...]:
     try:
         items = tuple(stop)
     except TypeError:
-        raise InvalidParameterError(f"stop must be a string or a list of strings, got {type(stop).__name__}.") from None
+        raise InvalidParameterError(
+            f"stop must be a string or a list of strings, got {type(stop).__name__}."
+        ) from None
     for item in items:
         if not isinstance(item, str) or not item:
             raise InvalidParameterError(f"Every stop sequence must be a non-empty string, got {item!r}.")

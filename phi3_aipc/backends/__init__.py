@@ -26,12 +26,22 @@ BACKENDS: dict[str, BackendInfo] = {
     info.name: info
     for info in (
         BackendInfo(
-            "openvino", "phi3_aipc.backends.openvino_genai", "OpenVINOGenAIBackend",
-            "openvino_genai", "openvino-genai", "openvino", "NPU, GPU (Intel Arc / iGPU), CPU",
+            "openvino",
+            "phi3_aipc.backends.openvino_genai",
+            "OpenVINOGenAIBackend",
+            "openvino_genai",
+            "openvino-genai",
+            "openvino",
+            "NPU, GPU (Intel Arc / iGPU), CPU",
         ),
         BackendInfo(
-            "transformers", "phi3_aipc.backends.transformers_backend", "TransformersBackend",
-            "transformers", "transformers", "transformers", "CPU, CUDA",
+            "transformers",
+            "phi3_aipc.backends.transformers_backend",
+            "TransformersBackend",
+            "transformers",
+            "transformers",
+            "transformers",
+            "CPU, CUDA",
         ),
     )
 }

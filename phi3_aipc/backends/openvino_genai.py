@@ -83,7 +83,11 @@ class OpenVINOGenAIBackend(Backend):
         return int(self._tokenizer.encode(prompt).input_ids.shape[1])
 
     def generate(
-        self, prompt: str, params: GenerationParams, on_text: TextCallback, constraint: Constraint | None = None
+        self,
+        prompt: str,
+        params: GenerationParams,
+        on_text: TextCallback,
+        constraint: Constraint | None = None,
     ) -> BackendOutput:
         config = self._generation_config(params, constraint)
 
@@ -158,7 +162,9 @@ def _pipeline_config(device: str, config: dict[str, Any]) -> dict[str, Any]:
     if device_kind(device) != "NPU":
         for key in ("MAX_PROMPT_LEN", "MIN_RESPONSE_LEN", "GENERATE_HINT"):
             if key in config:
-                raise InvalidParameterError(f"{key} applies to the NPU only; remove it for device '{device}'.")
+                raise InvalidParameterError(
+                    f"{key} applies to the NPU only; remove it for device '{device}'."
+                )
         return config
     for key, default in NPU_DEFAULTS.items():
         value = config.setdefault(key, default)
@@ -200,7 +206,9 @@ def _prepare_local(path: Path, device: str) -> Path:
             return path
         if path.name == "openvino_model.xml":
             return _prepare_local(path.parent, device)
-        raise ModelNotFoundError(f"'{path}' is a file but not a GGUF; pass an OpenVINO IR folder or a .gguf file.")
+        raise ModelNotFoundError(
+            f"'{path}' is a file but not a GGUF; pass an OpenVINO IR folder or a .gguf file."
+        )
     if (path / "openvino_model.xml").exists():
         from phi3_aipc.convert import ensure_openvino_tokenizer
 

@@ -72,7 +72,11 @@ class TransformersBackend(Backend):
         return self._tokenizer(prompt, return_tensors="pt", add_special_tokens=True).input_ids
 
     def generate(
-        self, prompt: str, params: GenerationParams, on_text: TextCallback, constraint: Constraint | None = None
+        self,
+        prompt: str,
+        params: GenerationParams,
+        on_text: TextCallback,
+        constraint: Constraint | None = None,
     ) -> BackendOutput:
         started = time.perf_counter()
         input_ids = self._encode(prompt).to(self._model.device)
@@ -99,7 +103,9 @@ class TransformersBackend(Backend):
 def _generate_kwargs(params: GenerationParams) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "do_sample": params.sampling}
     if params.sampling:
-        kwargs.update(temperature=params.temperature or 1.0, top_p=params.top_p or 1.0, top_k=params.top_k or 0)
+        kwargs.update(
+            temperature=params.temperature or 1.0, top_p=params.top_p or 1.0, top_k=params.top_k or 0
+        )
     else:
         kwargs.update(temperature=None, top_p=None, top_k=None)
     if params.repetition_penalty is not None:
@@ -113,7 +119,9 @@ def _timings(started: float, token_times: list[float]) -> Timings:
     if not token_times:
         return Timings()
     ttft = (token_times[0] - started) * 1000
-    tpot = (token_times[-1] - token_times[0]) * 1000 / (len(token_times) - 1) if len(token_times) > 1 else None
+    tpot = (
+        (token_times[-1] - token_times[0]) * 1000 / (len(token_times) - 1) if len(token_times) > 1 else None
+    )
     return Timings(ttft_ms=ttft, tpot_ms=tpot, tokens_per_second=1000 / tpot if tpot else None)
 
 

@@ -17,7 +17,8 @@ COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="phi3-aipc", description="Run Phi-3 family models locally on AI PCs (NPU, Intel GPU, CPU, DirectML)."
+        prog="phi3-aipc",
+        description="Run Phi-3 family models locally on AI PCs (NPU, Intel GPU, CPU, DirectML).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module_name in COMMANDS.items():

@@ -17,7 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--system", default=None, help="An optional system message.")
     parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--temperature", type=float, default=None, help="Sample at this temperature (default: greedy).")
+    parser.add_argument(
+        "--temperature", type=float, default=None, help="Sample at this temperature (default: greedy)."
+    )
     parser.add_argument("--stop", action="append", default=[], help="A stop sequence. Repeatable.")
 
 
@@ -26,7 +28,9 @@ def run(args: argparse.Namespace) -> int:
     engine = get_engine(args.model, args.device, args.backend, parse_options(args.option))
     messages = [{"role": "system", "content": args.system}] if args.system else []
     messages.append({"role": "user", "content": args.prompt})
-    params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, stop=tuple(args.stop))
+    params = GenerationParams(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, stop=tuple(args.stop)
+    )
     stream = engine.stream(messages, params)
     for delta in stream:
         sys.stdout.write(delta)

@@ -38,7 +38,11 @@ def run(args: argparse.Namespace) -> int:
     print("Backends:")
     for info in BACKENDS.values():
         version = _version(info.package)
-        state = f"{info.package} {version}" if version else f"not installed: pip install 'phi3-aipc[{info.extra}]'"
+        state = (
+            f"{info.package} {version}"
+            if version
+            else f"not installed: pip install 'phi3-aipc[{info.extra}]'"
+        )
         print(f"  {info.name:<14} {state}   devices: {info.devices}")
     devices = openvino_devices()
     print("OpenVINO devices:", ", ".join(devices) if devices else "unknown (OpenVINO is not installed)")
