@@ -9,7 +9,7 @@ from typing import Any, Literal
 from phi3_aipc.errors import InvalidParameterError
 
 FinishReason = Literal["stop", "length", "stop_string", "cancelled"]
-ConstraintKind = Literal["json_schema", "regex", "grammar"]
+ConstraintKind = Literal["json_schema", "regex", "grammar", "structural_tags"]
 
 DEFAULT_MAX_NEW_TOKENS = 512
 
@@ -94,17 +94,42 @@ def _check_float(
 
 
 @dataclass(frozen=True)
+class TaggedSchema:
+    """A structure the model may open with ``begin``: JSON matching ``schema`` follows, then ``end``."""
+
+    begin: str
+    schema: str
+    end: str
+
+
+@dataclass(frozen=True)
 class Constraint:
-    """Constrained decoding: the output must match a JSON schema, a regex or an EBNF grammar."""
+    """Constrained decoding, in backend-neutral terms.
+
+    - ``json_schema``: ``value`` is a JSON schema (as a string); the whole output matches it.
+    - ``regex``: ``value`` is a regular expression the whole output matches.
+    - ``grammar``: ``value`` is a grammar in the backend's own dialect (OpenVINO GenAI: EBNF; ONNX Runtime GenAI:
+      Lark). Not portable; prefer the other kinds.
+    - ``structural_tags``: free text, except that once the model writes one of ``triggers`` it must complete
+      one of ``tags`` (begin, JSON matching the schema, end). This is how tool calls are constrained while plain
+      answers stay free.
+    """
 
     kind: ConstraintKind
-    value: str
+    value: str = ""
+    tags: tuple[TaggedSchema, ...] = ()
+    triggers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.kind not in ("json_schema", "regex", "grammar"):
+        if self.kind not in ("json_schema", "regex", "grammar", "structural_tags"):
             raise InvalidParameterError(
-                f"Unknown constraint kind {self.kind!r}; use 'json_schema', 'regex' or 'grammar'."
+                f"Unknown constraint kind {self.kind!r}; use 'json_schema', 'regex', 'grammar' or 'structural_tags'."
             )
+        if self.kind == "structural_tags":
+            if not self.tags or not self.triggers:
+                raise InvalidParameterError("A structural_tags constraint needs at least one tag and one trigger.")
+        elif not self.value:
+            raise InvalidParameterError(f"A {self.kind} constraint needs a value.")
 
 
 @dataclass

@@ -28,7 +28,7 @@ def available_devices() -> list[str]:
 
 class OpenVINOGenAIBackend(Backend):
     name = "openvino"
-    constraint_kinds = frozenset({"json_schema", "regex", "grammar"})
+    constraint_kinds = frozenset({"json_schema", "regex", "grammar", "structural_tags"})
 
     def __init__(self, pipeline: Any, model_name: str, device: str, model_path: Path, config: dict[str, Any]):
         super().__init__(model_name, device)
@@ -122,6 +122,12 @@ class OpenVINOGenAIBackend(Backend):
 def structured_output_config(constraint: Constraint | None) -> Any:
     if constraint is None:
         return None
+    if constraint.kind == "structural_tags":
+        tags = ov_genai.StructuralTagsConfig(
+            structural_tags=[ov_genai.StructuralTagItem(begin=t.begin, schema=t.schema, end=t.end) for t in constraint.tags],
+            triggers=list(constraint.triggers),
+        )
+        return ov_genai.StructuredOutputConfig(structural_tags_config=tags)
     return ov_genai.StructuredOutputConfig(**{constraint.kind: constraint.value})
 
 

