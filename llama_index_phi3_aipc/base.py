@@ -1,0 +1,611 @@
+"""``Phi3AIPC``: a LlamaIndex FunctionCallingLLM over the phi3-aipc engine.
+
+Everything model- and device-specific lives in the engine; this module only translates LlamaIndex's types.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+    ToolCallBlock,
+)
+from llama_index.core.bridge.pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
+from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import ToolSelection
+
+from llama_index_phi3_aipc import _convert
+from phi3_aipc.engine import Engine, get_engine
+from phi3_aipc.errors import InvalidParameterError, Phi3AIPCError
+from phi3_aipc.models import DEFAULT_MODEL
+from phi3_aipc.params import DEFAULT_MAX_NEW_TOKENS, Constraint, GenerationParams, GenerationResult
+from phi3_aipc.tools import InvalidToolCall, ToolCall, ToolRequest, ToolStreamParser, prepare_for_engine
+
+if TYPE_CHECKING:
+    from llama_index.core.prompts import BasePromptTemplate
+    from llama_index.core.tools.types import BaseTool
+
+logger = logging.getLogger(__name__)
+
+# Per-call keyword arguments that override the generation fields; `max_tokens` is the OpenAI-style spelling.
+_PARAM_KEYS = (
+    "temperature",
+    "max_new_tokens",
+    "top_p",
+    "top_k",
+    "seed",
+    "repetition_penalty",
+    "stop",
+    "do_sample",
+)
+_TOOL_KEYS = ("tools", "tool_required", "tool_choice", "allow_parallel_tool_calls")
+
+
+class StructuredOutputError(Phi3AIPCError, ValueError):
+    """The model's constrained output did not validate into the requested class."""
+
+
+class NoToolCallError(Phi3AIPCError, ValueError):
+    """A tool call was expected in a response that holds none."""
+
+
+class Phi3AIPC(FunctionCallingLLM):
+    """Phi-3 family models on an AI PC (NPU, Intel GPU, CPU) as a LlamaIndex LLM with function calling.
+
+    Nothing loads at construction; the first call loads the model through the process-wide engine cache,
+    so every Phi3AIPC (and every LangChain wrapper) with the same model, device, backend and options shares it.
+
+    Example:
+        ```python
+        from llama_index_phi3_aipc import Phi3AIPC
+        llm = Phi3AIPC(model="phi-3-mini", device="npu", options={"MAX_PROMPT_LEN": 2048})
+        print(llm.complete("What is an NPU?"))
+        ```
+    """
+
+    model: str = Field(
+        default=DEFAULT_MODEL, description="Repo id, alias, local IR folder, .gguf file or 'smollm2'."
+    )
+    device: str = Field(default="auto", description="'auto', 'npu', 'gpu', 'cpu' or an OpenVINO device id.")
+    backend: str | None = Field(default=None, description="Engine backend ('openvino', 'transformers', ...).")
+    temperature: float | None = Field(
+        default=None, description="Sampling temperature; greedy when unset or 0."
+    )
+    max_new_tokens: int = Field(
+        default=DEFAULT_MAX_NEW_TOKENS, description="Most tokens to generate (num_output)."
+    )
+    top_p: float | None = Field(default=None, description="Nucleus sampling probability mass.")
+    top_k: int | None = Field(default=None, description="Sample among the k most likely tokens.")
+    seed: int | None = Field(default=None, description="Random seed for sampling.")
+    repetition_penalty: float | None = Field(
+        default=None, description="Penalty for repeated tokens (>1 discourages)."
+    )
+    stop: list[str] | None = Field(default=None, description="Stop strings, cut at the exact character.")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Backend/device options, e.g. {'MAX_PROMPT_LEN': 2048, 'CACHE_DIR': ..., 'NPUW_DEVICES': 'CPU'}.",
+    )
+    context_window: int | None = Field(
+        default=None,
+        description="Override the context window the engine reports (tokens, prompt plus output).",
+    )
+
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._defaults()  # validate the generation fields now, not at the first call
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, values: Any) -> Any:
+        # LlamaIndex users know the output budget as num_output.
+        if isinstance(values, dict) and "num_output" in values:
+            values = dict(values)
+            if "max_new_tokens" in values:
+                raise InvalidParameterError("Pass max_new_tokens or num_output, not both.")
+            values["max_new_tokens"] = values.pop("num_output")
+        return values
+
+    @field_validator("model", "device")
+    @classmethod
+    def _non_empty(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidParameterError(f"Expected a non-empty string, got {value!r}.")
+        return value
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _check_options(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise InvalidParameterError(
+                f"options must be a dict of option names to values, e.g. {{'MAX_PROMPT_LEN': 2048}}, got {value!r}."
+            )
+        return value
+
+    @field_validator("context_window")
+    @classmethod
+    def _check_window(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise InvalidParameterError(f"context_window must be a positive number of tokens, got {value}.")
+        return value
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "Phi3AIPC"
+
+    # -- the engine ------------------------------------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        """The shared engine, loaded on first use."""
+        if self._engine is None:
+            self._engine = get_engine(self.model, self.device, self.backend, self.options)
+        return self._engine
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        engine = self.engine
+        window = self.context_window or engine.context_window
+        if window is None:
+            logger.warning(
+                "The context window of %s is unknown; assuming %d tokens. Pass context_window= to set it.",
+                engine.model_name,
+                DEFAULT_CONTEXT_WINDOW,
+            )
+            window = DEFAULT_CONTEXT_WINDOW
+        return LLMMetadata(
+            context_window=window,
+            num_output=self.max_new_tokens,
+            is_chat_model=True,
+            is_function_calling_model=True,
+            model_name=engine.model_name,
+            system_role=MessageRole.SYSTEM,
+        )
+
+    # -- parameters ------------------------------------------------------------------------------------------------
+    def _defaults(self) -> GenerationParams:
+        return GenerationParams(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            seed=self.seed,
+            repetition_penalty=self.repetition_penalty,
+            stop=tuple(self.stop or ()),
+        )
+
+    def _params(self, kwargs: dict[str, Any]) -> GenerationParams:
+        """Generation parameters: the fields, overridden by per-call keyword arguments."""
+        overrides = dict(kwargs)
+        if "max_tokens" in overrides:
+            overrides["max_new_tokens"] = overrides.pop("max_tokens")
+        unknown = sorted(set(overrides) - set(_PARAM_KEYS))
+        if unknown:
+            raise InvalidParameterError(
+                f"Phi3AIPC does not understand the argument(s) {unknown}. Per-call arguments are "
+                f"{sorted((*_PARAM_KEYS, 'max_tokens'))}; set device options through options= at construction."
+            )
+        params = self._defaults()
+        extra_stop = overrides.pop("stop", None)
+        values = {k: v for k, v in overrides.items() if v is not None}
+        params = GenerationParams(**{**_fields(params), **values})
+        return params.with_stop([extra_stop] if isinstance(extra_stop, str) else extra_stop)
+
+    # -- completion ------------------------------------------------------------------------------------------------
+    def _completion_prompt(self, prompt: str, formatted: bool) -> str | list[dict[str, Any]]:
+        if not isinstance(prompt, str):
+            raise InvalidParameterError(f"prompt must be a string, got {type(prompt).__name__}.")
+        # formatted=True means the caller already applied a template: pass it through untouched.
+        return prompt if formatted else [{"role": "user", "content": prompt}]
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        params = self._params(kwargs)
+        result = self.engine.generate(self._completion_prompt(prompt, formatted), params)
+        return _completion(result.text, result)
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        params = self._params(kwargs)
+        stream = self.engine.stream(self._completion_prompt(prompt, formatted), params)
+
+        def gen() -> CompletionResponseGen:
+            text = ""
+            with stream:  # closing cancels generation if the caller stops early
+                for delta in stream:
+                    text += delta
+                    yield CompletionResponse(text=text, delta=delta)
+            yield _completion(text, stream.result, delta="")
+
+        return gen()
+
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        params = self._params(kwargs)
+        result = await self.engine.agenerate(self._completion_prompt(prompt, formatted), params)
+        return _completion(result.text, result)
+
+    @llm_completion_callback()
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        params = self._params(kwargs)
+        stream = self.engine.astream(self._completion_prompt(prompt, formatted), params)
+
+        async def gen() -> CompletionResponseAsyncGen:
+            text = ""
+            try:
+                async for delta in stream:
+                    text += delta
+                    yield CompletionResponse(text=text, delta=delta)
+            finally:
+                await stream.aclose()
+            yield _completion(text, stream.result, delta="")
+
+        return gen()
+
+    # -- chat ------------------------------------------------------------------------------------------------------
+    def _split_kwargs(self, kwargs: dict[str, Any]) -> tuple[GenerationParams, dict[str, Any]]:
+        tool_kwargs = {k: kwargs.pop(k) for k in _TOOL_KEYS if k in kwargs}
+        return self._params(kwargs), tool_kwargs
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        params, tool_kwargs = self._split_kwargs(kwargs)
+        request = self._request(messages, tool_kwargs)
+        result = self.engine.generate(request.prompt, params, constraint=request.constraint)
+        return request.response(result.text, result)
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        params, tool_kwargs = self._split_kwargs(kwargs)
+        request = self._request(messages, tool_kwargs)
+        stream = self.engine.stream(request.prompt, params, constraint=request.constraint)
+
+        def gen() -> ChatResponseGen:
+            with stream:
+                yield from request.stream(iter(stream))
+            yield request.response(request.text, stream.result, delta="")
+
+        return gen()
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        params, tool_kwargs = self._split_kwargs(kwargs)
+        request = self._request(messages, tool_kwargs)
+        result = await self.engine.agenerate(request.prompt, params, constraint=request.constraint)
+        return request.response(result.text, result)
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        params, tool_kwargs = self._split_kwargs(kwargs)
+        request = self._request(messages, tool_kwargs)
+        stream = self.engine.astream(request.prompt, params, constraint=request.constraint)
+
+        async def gen() -> ChatResponseAsyncGen:
+            try:
+                async for response in request.astream(stream):
+                    yield response
+            finally:
+                await stream.aclose()
+            yield request.response(request.text, stream.result, delta="")
+
+        return gen()
+
+    def _request(self, messages: Sequence[ChatMessage], tool_kwargs: dict[str, Any]) -> _ChatRequest:
+        engine_messages = _convert.to_engine_messages(messages)
+        tools = tool_kwargs.get("tools")
+        has_tool_traffic = any(m["role"] == "tool" or m.get("tool_calls") for m in engine_messages)
+        if not tools and not has_tool_traffic:
+            return _ChatRequest(engine_messages)
+        choice = tool_kwargs.get("tool_choice")
+        if choice is None and tool_kwargs.get("tool_required"):
+            choice = "required"
+        # The engine's protocol renders the tools, earlier calls and their results into the prompt for this
+        # model family, and picks the constraint that keeps calls valid.
+        request = prepare_for_engine(
+            self.engine, engine_messages, [_tool_spec(t) for t in tools or ()], choice
+        )
+        parallel = tool_kwargs.get("allow_parallel_tool_calls", True)
+        return _ChatRequest(request.messages, request.constraint, request, parallel)
+
+    # -- function calling ------------------------------------------------------------------------------------------
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[BaseTool],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """The chat() arguments for a tool-enabled turn: tool_required forces a call (tool_choice='required')."""
+        if isinstance(user_msg, str):
+            user_msg = ChatMessage(role=MessageRole.USER, content=user_msg)
+        messages = [*(chat_history or []), *([user_msg] if user_msg is not None else [])]
+        if tool_choice is None and tool_required:
+            tool_choice = "required"
+        return {
+            "messages": messages,
+            "tools": list(tools),
+            "tool_choice": tool_choice,
+            "allow_parallel_tool_calls": allow_parallel_tool_calls,
+            **kwargs,
+        }
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> list[ToolSelection]:
+        """The valid tool calls in a response (arguments already checked against each tool's schema)."""
+        calls = [
+            ToolSelection(tool_id=c["id"] or "", tool_name=c["name"], tool_kwargs=c["arguments"])
+            for c in _convert.tool_calls_of(response.message)
+        ]
+        if not calls and error_on_no_tool_call:
+            invalid = response.message.additional_kwargs.get("invalid_tool_calls") or []
+            detail = "; ".join(f"{c.get('name') or 'unnamed call'}: {c['error']}" for c in invalid)
+            raise NoToolCallError(
+                "Expected at least one tool call, but the model made none"
+                + (f" that is valid ({detail})." if detail else ".")
+                + " Pass tool_required=True to force a call, or use a larger model."
+            )
+        return calls
+
+    # -- structured output -----------------------------------------------------------------------------------------
+    def _structured_request(
+        self,
+        output_cls: type[BaseModel],
+        prompt: BasePromptTemplate,
+        llm_kwargs: dict[str, Any] | None,
+        prompt_args: dict,
+    ) -> tuple[list[dict[str, Any]], GenerationParams, Constraint]:
+        if not (isinstance(output_cls, type) and issubclass(output_cls, BaseModel)):
+            raise InvalidParameterError(
+                f"output_cls must be a pydantic BaseModel subclass, got {output_cls!r}."
+            )
+        schema = output_cls.model_json_schema()
+        messages = _convert.to_engine_messages(self._get_messages(prompt, **prompt_args))
+        # The grammar guarantees the shape; telling the model the schema helps it fill in the right content.
+        hint = f"Answer with a JSON object that matches this JSON schema:\n{json.dumps(schema)}"
+        if messages[0]["role"] == "system":
+            messages[0] = {**messages[0], "content": f"{messages[0]['content']}\n\n{hint}"}
+        else:
+            messages.insert(0, {"role": "system", "content": hint})
+        return messages, self._params(dict(llm_kwargs or {})), Constraint("json_schema", json.dumps(schema))
+
+    def structured_predict(
+        self,
+        output_cls: type[BaseModel],
+        prompt: BasePromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> BaseModel:
+        """Generate JSON constrained to ``output_cls``'s schema and validate it into an ``output_cls``."""
+        messages, params, constraint = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
+        result = self.engine.generate(messages, params, constraint=constraint)
+        return _validate(output_cls, result)
+
+    async def astructured_predict(
+        self,
+        output_cls: type[BaseModel],
+        prompt: BasePromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> BaseModel:
+        messages, params, constraint = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
+        result = await self.engine.agenerate(messages, params, constraint=constraint)
+        return _validate(output_cls, result)
+
+    def _structured_stream_call(
+        self,
+        output_cls: type[BaseModel],
+        prompt: BasePromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> Iterator[Any]:
+        from llama_index.core.program.utils import process_streaming_objects
+
+        messages, params, constraint = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
+        stream = self.engine.stream(messages, params, constraint=constraint)
+
+        def gen() -> Iterator[Any]:
+            text, current = "", None
+            with stream:
+                for delta in stream:
+                    text += delta
+                    current = process_streaming_objects(CompletionResponse(text=text), output_cls, current)
+                    yield current
+            yield _validate(output_cls, stream.result)
+
+        return gen()
+
+    async def _structured_astream_call(
+        self,
+        output_cls: type[BaseModel],
+        prompt: BasePromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> AsyncIterator[Any]:
+        from llama_index.core.program.utils import process_streaming_objects
+
+        messages, params, constraint = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
+        stream = self.engine.astream(messages, params, constraint=constraint)
+
+        async def gen() -> AsyncIterator[Any]:
+            text, current = "", None
+            try:
+                async for delta in stream:
+                    text += delta
+                    current = process_streaming_objects(CompletionResponse(text=text), output_cls, current)
+                    yield current
+            finally:
+                await stream.aclose()
+            yield _validate(output_cls, stream.result)
+
+        return gen()
+
+
+class _ChatRequest:
+    """One chat call: the prompt for the engine, and how to turn its text into ChatResponses."""
+
+    def __init__(
+        self,
+        messages: list[dict[str, Any]],
+        constraint: Constraint | None = None,
+        tools: ToolRequest | None = None,
+        parallel: bool = True,
+    ):
+        self.prompt = messages
+        self.constraint = constraint
+        self.tools = tools
+        self.parallel = parallel
+        self.text = ""  # the text shown to the user: tool-call markup is not part of it
+        self._parser: ToolStreamParser | None = None  # set when streaming; a whole answer is parsed at once
+        self._calls: list[ToolCall] = []
+        self._invalid: list[InvalidToolCall] = []
+
+    def stream(self, deltas: Iterator[str]) -> ChatResponseGen:
+        self._start_streaming()
+        for delta in deltas:
+            yield from self._on_delta(delta)
+        yield from self._on_events(self._parser.finish() if self._parser else [])
+
+    async def astream(self, deltas: AsyncIterator[str]) -> ChatResponseAsyncGen:
+        self._start_streaming()
+        async for delta in deltas:
+            for response in self._on_delta(delta):
+                yield response
+        for response in self._on_events(self._parser.finish() if self._parser else []):
+            yield response
+
+    def _start_streaming(self) -> None:
+        if self.tools is not None:
+            self._parser = self.tools.stream_parser()
+
+    def _on_delta(self, delta: str) -> Iterator[ChatResponse]:
+        if self._parser is None:
+            self.text += delta
+            yield ChatResponse(message=self._message(self.text), delta=delta)
+            return
+        yield from self._on_events(self._parser.feed(delta))
+
+    def _on_events(self, events: list[str | ToolCall | InvalidToolCall]) -> Iterator[ChatResponse]:
+        for event in events:
+            if isinstance(event, str):
+                self.text += event
+                yield ChatResponse(message=self._message(self.text), delta=event)
+            else:
+                # A call is announced once whole, so an agent can act on it before generation ends.
+                (self._calls if isinstance(event, ToolCall) else self._invalid).append(event)
+                yield ChatResponse(message=self._message(self.text), delta="")
+
+    def response(self, text: str, result: GenerationResult | None, delta: str | None = None) -> ChatResponse:
+        final = _final(result)
+        if self.tools is not None and self._parser is None:
+            return self.response_parsed(final, delta)
+        return ChatResponse(
+            message=self._message(text),
+            raw=_convert.raw(final),
+            delta=delta,
+            additional_kwargs=_convert.usage(final),
+        )
+
+    def response_parsed(self, result: GenerationResult, delta: str | None) -> ChatResponse:
+        assert self.tools is not None
+        parsed = self.tools.parse(result.text)
+        self._calls, self._invalid = parsed.tool_calls, parsed.invalid_tool_calls
+        return ChatResponse(
+            message=self._message(parsed.content),
+            raw=_convert.raw(result),
+            delta=delta,
+            additional_kwargs=_convert.usage(result),
+        )
+
+    def _message(self, text: str) -> ChatMessage:
+        calls = self._calls if self.parallel else self._calls[:1]
+        message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
+        if calls:
+            message.blocks.extend(
+                ToolCallBlock(tool_call_id=c.id, tool_name=c.name, tool_kwargs=c.arguments) for c in calls
+            )
+            message.additional_kwargs["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+                }
+                for c in calls
+            ]
+        if self._invalid:
+            message.additional_kwargs["invalid_tool_calls"] = [
+                {"id": c.id, "name": c.name, "raw": c.raw, "error": c.error} for c in self._invalid
+            ]
+        return message
+
+
+def _tool_spec(tool: BaseTool) -> dict[str, Any]:
+    metadata = tool.metadata
+    name = metadata.get_name()
+    return {
+        "name": name,
+        "description": _describe(name, metadata.description),
+        "parameters": metadata.get_parameters_dict(),
+    }
+
+
+def _describe(name: str, description: str) -> str:
+    # FunctionTool.from_defaults prefixes the docstring with the Python signature ("f(city: 'str') -> 'str'").
+    # The JSON schema already says what the arguments are, and small models copy the type names into them.
+    first, newline, rest = description.partition("\n")
+    if newline and first.startswith(f"{name}(") and rest.strip():
+        return rest.strip()
+    return description
+
+
+def _final(result: GenerationResult | None) -> GenerationResult:
+    if result is None:  # only when a stream was closed before the engine reported back
+        raise Phi3AIPCError("The generation ended without a result; it was cancelled before it finished.")
+    return result
+
+
+def _completion(text: str, result: GenerationResult | None, delta: str | None = None) -> CompletionResponse:
+    final = _final(result)
+    return CompletionResponse(
+        text=text, delta=delta, raw=_convert.raw(final), additional_kwargs=_convert.usage(final)
+    )
+
+
+def _fields(params: GenerationParams) -> dict[str, Any]:
+    return {name: getattr(params, name) for name in params.__dataclass_fields__}
+
+
+def _validate(output_cls: type[BaseModel], result: GenerationResult) -> BaseModel:
+    if result.finish_reason == "length":
+        raise StructuredOutputError(
+            f"The JSON for {output_cls.__name__} was cut off after {result.completion_tokens} tokens "
+            f"(max_new_tokens). Raise max_new_tokens, or pass llm_kwargs={{'max_new_tokens': ...}}."
+        )
+    try:
+        return output_cls.model_validate_json(result.text)
+    except ValueError as exc:
+        raise StructuredOutputError(
+            f"The model's output does not validate as {output_cls.__name__}: {exc}. Output was: {result.text[:500]!r}"
+        ) from exc
