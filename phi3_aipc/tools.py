@@ -603,6 +603,29 @@ def json_schema_of(schema: Any) -> dict[str, Any]:
         ) from None
 
 
+def with_json_instructions(
+    messages: Sequence[Mapping[str, Any]], schema: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """``messages`` with a system instruction to answer in JSON (matching ``schema`` when given).
+
+    The constraint alone would force valid JSON, but a model that was told what is wanted fills it in far better,
+    and without a constraint (a backend that has none) the instruction is all there is.
+    """
+    if schema is None:
+        prompt = "Answer with a single JSON object and nothing else."
+    else:
+        prompt = (
+            "Answer with a single JSON object and nothing else. It must match this JSON schema:\n"
+            + json.dumps(dict(schema), ensure_ascii=False)
+        )
+    out = [dict(m) for m in messages]
+    if out and out[0].get("role") == "system":
+        out[0]["content"] = f"{_text(out[0].get('content'))}\n\n{prompt}".strip()
+    else:
+        out.insert(0, {"role": "system", "content": prompt})
+    return out
+
+
 def json_constraint(schema: Any) -> Constraint:
     """Constrain the whole output to JSON matching ``schema`` (dict, pydantic model or TypedDict)."""
     return Constraint("json_schema", json.dumps(json_schema_of(schema)))
