@@ -3,6 +3,6 @@
 Importing this package loads no backend and no torch; the model loads on the first call.
 """
 
-from llama_index_phi3_aipc.base import Phi3AIPC, StructuredOutputError
+from llama_index_phi3_aipc.base import NoToolCallError, Phi3AIPC, StructuredOutputError
 
-__all__ = ["Phi3AIPC", "StructuredOutputError"]
+__all__ = ["NoToolCallError", "Phi3AIPC", "StructuredOutputError"]

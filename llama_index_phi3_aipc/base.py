@@ -5,6 +5,7 @@ Everything model- and device-specific lives in the engine; this module only tran
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -33,7 +34,16 @@ from phi3_aipc.engine import Engine, get_engine
 from phi3_aipc.errors import InvalidParameterError, Phi3AIPCError
 from phi3_aipc.models import DEFAULT_MODEL
 from phi3_aipc.params import DEFAULT_MAX_NEW_TOKENS, Constraint, GenerationParams, GenerationResult
-from phi3_aipc.tools import InvalidToolCall, ToolCall, ToolRequest, ToolStreamParser, prepare_for_engine
+from phi3_aipc.tools import (
+    InvalidToolCall,
+    ToolCall,
+    ToolRequest,
+    ToolStreamParser,
+    json_constraint,
+    json_schema_of,
+    prepare_for_engine,
+    with_json_instructions,
+)
 
 if TYPE_CHECKING:
     from llama_index.core.prompts import BasePromptTemplate
@@ -99,12 +109,17 @@ class Phi3AIPC(FunctionCallingLLM):
         default_factory=dict,
         description="Backend/device options, e.g. {'MAX_PROMPT_LEN': 2048, 'CACHE_DIR': ..., 'NPUW_DEVICES': 'CPU'}.",
     )
+    constrained_decoding: bool = Field(
+        default=True,
+        description="Constrain tool calls and structured output to their JSON schemas where the backend can.",
+    )
     context_window: int | None = Field(
         default=None,
         description="Override the context window the engine reports (tokens, prompt plus output).",
     )
 
     _engine: Engine | None = PrivateAttr(default=None)
+    _engine_window: int | None = PrivateAttr(default=None)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -113,12 +128,15 @@ class Phi3AIPC(FunctionCallingLLM):
     @model_validator(mode="before")
     @classmethod
     def _aliases(cls, values: Any) -> Any:
-        # LlamaIndex users know the output budget as num_output.
-        if isinstance(values, dict) and "num_output" in values:
+        # LlamaIndex users know the output budget as num_output, LangChain users as max_tokens.
+        if not isinstance(values, dict):
+            return values
+        given = [k for k in ("max_new_tokens", "num_output", "max_tokens") if k in values]
+        if len(given) > 1:
+            raise InvalidParameterError(f"Pass only one of {given}: they all set max_new_tokens.")
+        if given and given[0] != "max_new_tokens":
             values = dict(values)
-            if "max_new_tokens" in values:
-                raise InvalidParameterError("Pass max_new_tokens or num_output, not both.")
-            values["max_new_tokens"] = values.pop("num_output")
+            values["max_new_tokens"] = values.pop(given[0])
         return values
 
     @field_validator("model", "device")
@@ -158,10 +176,20 @@ class Phi3AIPC(FunctionCallingLLM):
             self._engine = get_engine(self.model, self.device, self.backend, self.options)
         return self._engine
 
+    async def _aengine(self) -> Engine:
+        # Loading takes seconds (minutes for a first NPU compile): never on the event loop.
+        if self._engine is None:
+            await asyncio.to_thread(lambda: self.engine)
+        return self.engine
+
     @property
     def metadata(self) -> LLMMetadata:
         engine = self.engine
-        window = self.context_window or engine.context_window
+        if self._engine_window is None:
+            # LlamaIndex reads metadata on every call (to_payload); the engine may compute the window by reading
+            # the model file (a GGUF's header takes seconds), so ask once.
+            self._engine_window = engine.context_window or 0
+        window = self.context_window or self._engine_window or None
         if window is None:
             logger.warning(
                 "The context window of %s is unknown; assuming %d tokens. Pass context_window= to set it.",
@@ -238,7 +266,8 @@ class Phi3AIPC(FunctionCallingLLM):
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         params = self._params(kwargs)
-        result = await self.engine.agenerate(self._completion_prompt(prompt, formatted), params)
+        engine = await self._aengine()
+        result = await engine.agenerate(self._completion_prompt(prompt, formatted), params)
         return _completion(result.text, result)
 
     @llm_completion_callback()
@@ -246,7 +275,8 @@ class Phi3AIPC(FunctionCallingLLM):
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
         params = self._params(kwargs)
-        stream = self.engine.astream(self._completion_prompt(prompt, formatted), params)
+        engine = await self._aengine()
+        stream = engine.astream(self._completion_prompt(prompt, formatted), params)
 
         async def gen() -> CompletionResponseAsyncGen:
             text = ""
@@ -288,15 +318,17 @@ class Phi3AIPC(FunctionCallingLLM):
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         params, tool_kwargs = self._split_kwargs(kwargs)
+        engine = await self._aengine()
         request = self._request(messages, tool_kwargs)
-        result = await self.engine.agenerate(request.prompt, params, constraint=request.constraint)
+        result = await engine.agenerate(request.prompt, params, constraint=request.constraint)
         return request.response(result.text, result)
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         params, tool_kwargs = self._split_kwargs(kwargs)
+        engine = await self._aengine()
         request = self._request(messages, tool_kwargs)
-        stream = self.engine.astream(request.prompt, params, constraint=request.constraint)
+        stream = engine.astream(request.prompt, params, constraint=request.constraint)
 
         async def gen() -> ChatResponseAsyncGen:
             try:
@@ -320,7 +352,11 @@ class Phi3AIPC(FunctionCallingLLM):
         # The engine's protocol renders the tools, earlier calls and their results into the prompt for this
         # model family, and picks the constraint that keeps calls valid.
         request = prepare_for_engine(
-            self.engine, engine_messages, [_tool_spec(t) for t in tools or ()], choice
+            self.engine,
+            engine_messages,
+            [_tool_spec(t) for t in tools or ()],
+            choice,
+            constrained=self.constrained_decoding,
         )
         parallel = tool_kwargs.get("allow_parallel_tool_calls", True)
         return _ChatRequest(request.messages, request.constraint, request, parallel)
@@ -362,10 +398,14 @@ class Phi3AIPC(FunctionCallingLLM):
         if not calls and error_on_no_tool_call:
             invalid = response.message.additional_kwargs.get("invalid_tool_calls") or []
             detail = "; ".join(f"{c.get('name') or 'unnamed call'}: {c['error']}" for c in invalid)
+            if response.additional_kwargs.get("finish_reason") == "length":
+                hint = " The output was cut off at max_new_tokens: raise it (per call: max_tokens=...)."
+            else:
+                hint = " Pass tool_required=True to force a call, or use a larger model."
             raise NoToolCallError(
                 "Expected at least one tool call, but the model made none"
                 + (f" that is valid ({detail})." if detail else ".")
-                + " Pass tool_required=True to force a call, or use a larger model."
+                + hint
             )
         return calls
 
@@ -376,20 +416,17 @@ class Phi3AIPC(FunctionCallingLLM):
         prompt: BasePromptTemplate,
         llm_kwargs: dict[str, Any] | None,
         prompt_args: dict,
-    ) -> tuple[list[dict[str, Any]], GenerationParams, Constraint]:
+    ) -> tuple[list[dict[str, Any]], GenerationParams, Constraint | None]:
         if not (isinstance(output_cls, type) and issubclass(output_cls, BaseModel)):
             raise InvalidParameterError(
                 f"output_cls must be a pydantic BaseModel subclass, got {output_cls!r}."
             )
-        schema = output_cls.model_json_schema()
+        schema = json_schema_of(output_cls)
         messages = _convert.to_engine_messages(self._get_messages(prompt, **prompt_args))
         # The grammar guarantees the shape; telling the model the schema helps it fill in the right content.
-        hint = f"Answer with a JSON object that matches this JSON schema:\n{json.dumps(schema)}"
-        if messages[0]["role"] == "system":
-            messages[0] = {**messages[0], "content": f"{messages[0]['content']}\n\n{hint}"}
-        else:
-            messages.insert(0, {"role": "system", "content": hint})
-        return messages, self._params(dict(llm_kwargs or {})), Constraint("json_schema", json.dumps(schema))
+        messages = with_json_instructions(messages, schema)
+        constraint = json_constraint(schema) if self.constrained_decoding else None
+        return messages, self._params(dict(llm_kwargs or {})), constraint
 
     def structured_predict(
         self,
@@ -411,7 +448,8 @@ class Phi3AIPC(FunctionCallingLLM):
         **prompt_args: Any,
     ) -> BaseModel:
         messages, params, constraint = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
-        result = await self.engine.agenerate(messages, params, constraint=constraint)
+        engine = await self._aengine()
+        result = await engine.agenerate(messages, params, constraint=constraint)
         return _validate(output_cls, result)
 
     def _structured_stream_call(
@@ -421,8 +459,6 @@ class Phi3AIPC(FunctionCallingLLM):
         llm_kwargs: dict[str, Any] | None = None,
         **prompt_args: Any,
     ) -> Iterator[Any]:
-        from llama_index.core.program.utils import process_streaming_objects
-
         messages, params, constraint = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
         stream = self.engine.stream(messages, params, constraint=constraint)
 
@@ -431,7 +467,7 @@ class Phi3AIPC(FunctionCallingLLM):
             with stream:
                 for delta in stream:
                     text += delta
-                    current = process_streaming_objects(CompletionResponse(text=text), output_cls, current)
+                    current = _partial(text, output_cls, current)
                     yield current
             yield _validate(output_cls, stream.result)
 
@@ -444,17 +480,16 @@ class Phi3AIPC(FunctionCallingLLM):
         llm_kwargs: dict[str, Any] | None = None,
         **prompt_args: Any,
     ) -> AsyncIterator[Any]:
-        from llama_index.core.program.utils import process_streaming_objects
-
         messages, params, constraint = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
-        stream = self.engine.astream(messages, params, constraint=constraint)
+        engine = await self._aengine()
+        stream = engine.astream(messages, params, constraint=constraint)
 
         async def gen() -> AsyncIterator[Any]:
             text, current = "", None
             try:
                 async for delta in stream:
                     text += delta
-                    current = process_streaming_objects(CompletionResponse(text=text), output_cls, current)
+                    current = _partial(text, output_cls, current)
                     yield current
             finally:
                 await stream.aclose()
@@ -590,6 +625,15 @@ def _completion(text: str, result: GenerationResult | None, delta: str | None = 
     final = _final(result)
     return CompletionResponse(
         text=text, delta=delta, raw=_convert.raw(final), additional_kwargs=_convert.usage(final)
+    )
+
+
+def _partial(text: str, output_cls: type[BaseModel], current: Any) -> Any:
+    """The object so far, from incomplete JSON (LlamaIndex's own partial-object parser)."""
+    from llama_index.core.program.utils import process_streaming_objects
+
+    return process_streaming_objects(
+        CompletionResponse(text=text), output_cls, [current] if current is not None else None
     )
 
 
