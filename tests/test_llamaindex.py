@@ -128,7 +128,7 @@ def test_bad_construction_arguments_say_what_to_fix(kwargs: dict, message: str) 
 @pytest.mark.smollm2
 def test_metadata_on_smollm2(smol: Phi3AIPC) -> None:
     meta = smol.metadata
-    assert meta.context_window == smol.engine.context_window == 8192  # from the GGUF's context_length
+    assert meta.context_window == 8192  # from the GGUF's context_length
     assert meta.num_output == 12
     assert meta.is_chat_model and meta.is_function_calling_model
     assert meta.model_name == "smollm2"
