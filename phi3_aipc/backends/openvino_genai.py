@@ -228,10 +228,10 @@ def _prepare_local(path: Path, device: str) -> Path:
 
 
 def _export_for(hf_dir: Path, device: str) -> Path:
-    raise ModelNotFoundError(
-        f"'{hf_dir}' is a Hugging Face checkpoint, not an OpenVINO model. Convert it first: "
-        f"phi3-aipc export {hf_dir} OUT --to openvino --for {device_kind(device).lower()}, then pass OUT."
-    )
+    """A HF checkpoint folder is exported once with the device's preset into the user cache, then reused."""
+    from phi3_aipc.export import auto_export
+
+    return auto_export(hf_dir, device)
 
 
 def _read_hf_config(path: Path) -> dict[str, Any]:
