@@ -43,6 +43,25 @@ BACKENDS: dict[str, BackendInfo] = {
             "transformers",
             "CPU, CUDA",
         ),
+        BackendInfo(
+            "optimum-intel",
+            "phi3_aipc.backends.optimum_intel",
+            "OptimumIntelBackend",
+            "optimum.intel",
+            "optimum-intel",
+            "optimum-intel",
+            "GPU (Intel Arc / iGPU, ids like GPU.0), CPU",
+        ),
+        BackendInfo(
+            "npu-lib",
+            "phi3_aipc.backends.npu_lib",
+            "NPULibraryBackend",
+            # The library itself is imported in load(), after the deprecation warning and with a better hint.
+            "transformers",
+            "intel-npu-acceleration-library",
+            "npu-lib",
+            "NPU (deprecated library, unverified here)",
+        ),
     )
 }
 
@@ -52,6 +71,10 @@ ALIASES = {
     "openvino_genai": "openvino",
     "hf": "transformers",
     "torch": "transformers",
+    "optimum": "optimum-intel",
+    "optimum_intel": "optimum-intel",
+    "npu_lib": "npu-lib",
+    "intel-npu-acceleration-library": "npu-lib",
 }
 
 DEFAULT_BACKEND = "openvino"
