@@ -34,6 +34,19 @@ DEPRECATION = (
 )
 
 
+class LibraryNotInstalledError(BackendNotInstalledError):
+    """The generic install hint alone would mislead: the last release builds only on Ubuntu with OpenVINO 2024."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__("npu-lib", "intel-npu-acceleration-library", "npu-lib", cause)
+        # ImportError's str() is its ``msg``; keep it and ``args`` in step.
+        self.msg = (
+            f"{self.msg} The library is end of life and does not install on most systems; prefer "
+            "backend='openvino', device='npu'."
+        )
+        self.args = (self.msg,)
+
+
 class NPULibraryBackend(TransformersBackend):
     """The transformers generate path over a model the NPU library compiled; only ``load`` differs."""
 
@@ -91,13 +104,7 @@ def _import_library() -> tuple[Any, Any]:
         library = importlib.import_module(LIBRARY)
         compiler = importlib.import_module(f"{LIBRARY}.compiler")
     except ImportError as exc:
-        error = BackendNotInstalledError("npu-lib", "intel-npu-acceleration-library", "npu-lib", exc)
-        # The generic install hint alone would mislead: the last release builds on Ubuntu with OpenVINO 2024 only.
-        error.args = (
-            f"{error.args[0]} It is end of life and does not install on most systems; prefer "
-            "backend='openvino', device='npu'.",
-        )
-        raise error from exc
+        raise LibraryNotInstalledError(exc) from exc
     return library, compiler
 
 
