@@ -162,7 +162,7 @@ def test_stop_string_inside_a_token_is_cut_at_the_exact_character(
     # A stop string that starts one character into a multi-character token (not at a token boundary).
     start = next(
         offset + 1
-        for offset, piece in zip(sorted(boundaries), pieces)
+        for offset, piece in zip(sorted(boundaries), pieces, strict=False)
         if len(piece) >= 3 and text.find(piece[1:3]) == offset + 1
     )
     stop = text[start : start + 2]
