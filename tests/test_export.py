@@ -47,13 +47,12 @@ def user_cache(tmp_path_factory: pytest.TempPathFactory):
 def exported(
     tiny_phi3_hf: Path, tmp_path_factory: pytest.TempPathFactory, user_cache: Path
 ) -> dict[str, Path]:
-    """One export per preset. fp16 goes through the CLI, the others through the Python API."""
+    """One export per preset (int8 for the CPU comes from auto_exported). fp16 goes through the CLI."""
     root = tmp_path_factory.mktemp("exports")
     out = {"fp16-cpu": root / "fp16-cpu"}
     rc = cli_main(["export", str(tiny_phi3_hf), str(out["fp16-cpu"]), "--precision", "fp16", "--quiet"])
     assert rc == 0
     for name, device, precision in (
-        ("int8-cpu", "cpu", "int8"),
         ("int4-gpu", "gpu", None),
         ("int4-npu", "npu", None),
     ):
@@ -84,8 +83,10 @@ def test_fp16_cpu_export_via_cli_runs_on_openvino(exported: dict[str, Path]) -> 
     assert result.completion_tokens == 6 and result.text
 
 
-def test_int8_cpu_export_is_int8_and_runs_on_openvino(exported: dict[str, Path]) -> None:
-    folder = exported["int8-cpu"]
+def test_int8_cpu_export_is_int8_and_runs_on_openvino(auto_exported: dict) -> None:
+    """The CPU preset is int8; the auto-export made it (one export fewer for the suite)."""
+    folder = auto_exported["folder"]
+    assert read_manifest(folder)["options"]["precision"] == "int8"
     types = _weight_types(folder)
     assert types["u8"] + types["i8"] > 0 and types["i4"] + types["u4"] == 0
     result = _load(folder, "openvino").generate(MESSAGES, FORCED)
@@ -122,8 +123,10 @@ def test_npu_preset_is_symmetric_int4_and_runs_on_the_npu_pipeline(exported: dic
     assert result.completion_tokens == 6 and result.text
 
 
-def test_every_export_has_tokenizer_ir_and_manifest(exported: dict[str, Path], tiny_phi3_hf: Path) -> None:
-    for name, folder in exported.items():
+def test_every_export_has_tokenizer_ir_and_manifest(
+    exported: dict[str, Path], auto_exported: dict, tiny_phi3_hf: Path
+) -> None:
+    for name, folder in {**exported, "int8-cpu": auto_exported["folder"]}.items():
         assert (folder / "openvino_tokenizer.xml").is_file() and (
             folder / "openvino_detokenizer.xml"
         ).is_file()
@@ -137,11 +140,12 @@ def test_every_export_has_tokenizer_ir_and_manifest(exported: dict[str, Path], t
         assert not [p for p in folder.parent.iterdir() if ".partial-" in p.name]
 
 
-def test_int4_is_smaller_than_fp16(exported: dict[str, Path]) -> None:
-    def weights(name: str) -> int:
-        return (exported[name] / "openvino_model.bin").stat().st_size
+def test_int4_is_smaller_than_int8_than_fp16(exported: dict[str, Path], auto_exported: dict) -> None:
+    def weights(folder: Path) -> int:
+        return (folder / "openvino_model.bin").stat().st_size
 
-    assert weights("int4-npu") < weights("int8-cpu") < weights("fp16-cpu")
+    fp16, int8, int4 = exported["fp16-cpu"], auto_exported["folder"], exported["int4-npu"]
+    assert weights(int4) < weights(int8) < weights(fp16)
 
 
 def test_existing_export_needs_force(exported: dict[str, Path], tiny_phi3_hf: Path) -> None:
@@ -176,25 +180,32 @@ def test_onnx_int4_cpu_export_generates(tiny_phi3_hf: Path, tmp_path: Path) -> N
 
 
 # -- auto-export --------------------------------------------------------------------------------------------------
-def test_auto_export_runs_once_and_is_reused(tiny_phi3_hf: Path, user_cache: Path) -> None:
-    first = _load(tiny_phi3_hf, "openvino")
+@pytest.fixture(scope="module")
+def auto_exported(tiny_phi3_hf: Path, user_cache: Path) -> dict:
+    """The first load of a checkpoint folder by the OpenVINO backend, which exports it into the user cache."""
+    engine = _load(tiny_phi3_hf, "openvino")
     folders = [p for p in exports_dir().iterdir() if not p.name.startswith(".")]
     assert len(folders) == 1
     folder = folders[0]
-    manifest = read_manifest(folder)
-    assert manifest["options"]["precision"] == "int8" and manifest["options"]["device"] == "cpu"
-    stamp = (folder / "openvino_model.bin").stat().st_mtime_ns
-    text = first.generate(MESSAGES, FORCED).text
-    del first
-    clear_engines()
+    return {
+        "folder": folder,
+        "manifest": read_manifest(folder),
+        "stamp": (folder / "openvino_model.bin").stat().st_mtime_ns,
+        "text": engine.generate(MESSAGES, FORCED).text,
+    }
 
+
+def test_auto_export_runs_once_and_is_reused(tiny_phi3_hf: Path, auto_exported: dict) -> None:
+    folder, manifest = auto_exported["folder"], auto_exported["manifest"]
+    assert manifest["options"]["precision"] == "int8" and manifest["options"]["device"] == "cpu"
+    assert manifest["source"]["path"] == str(tiny_phi3_hf)
     # A second load, by the same backend and by optimum-intel, reuses the export: same folder, same files.
     again = _load(tiny_phi3_hf, "openvino")
-    via_optimum = _load(tiny_phi3_hf, "optimum-intel", options={"INFERENCE_PRECISION_HINT": "f32"})
+    via_optimum = _load(tiny_phi3_hf, "optimum-intel")
     assert [p for p in exports_dir().iterdir() if not p.name.startswith(".")] == [folder]
     assert read_manifest(folder) == manifest
-    assert (folder / "openvino_model.bin").stat().st_mtime_ns == stamp
-    assert again.generate(MESSAGES, FORCED).text == text
+    assert (folder / "openvino_model.bin").stat().st_mtime_ns == auto_exported["stamp"]
+    assert again.generate(MESSAGES, FORCED).text == auto_exported["text"]
     assert via_optimum.generate(MESSAGES, FORCED).completion_tokens == 6
 
 
