@@ -279,3 +279,15 @@ def test_source_and_output_errors(tiny_phi3_hf: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidParameterError, match="choose a new folder"):
         export_model(tiny_phi3_hf, busy, progress=False)
     assert (busy / "notes.txt").read_text() == "mine"
+
+
+def test_missing_tokenizer_ir_fails_the_export_check(exported: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from phi3_aipc.export import ExportError, _check_openvino_tokenizer
+
+    broken = Path(shutil.copytree(exported["int4-npu"], tmp_path / "broken"))
+    _check_openvino_tokenizer(Path("src"), broken, plan_export(device="npu"), False)
+    (broken / "openvino_detokenizer.xml").unlink()
+    with pytest.raises(ExportError, match="no openvino_detokenizer.xml.*could not tokenize"):
+        _check_openvino_tokenizer(Path("src"), broken, plan_export(device="npu"), False)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import transformers
 from optimum.intel import OVModelForCausalLM
 
 from phi3_aipc import models
@@ -36,8 +37,6 @@ class OptimumIntelBackend(TransformersBackend):
         target = _pick_target(normalise_device(device))
         ov_config, trust = _parse_options(options, target)
         path = resolve_model(model, target)
-        import transformers
-
         started = time.perf_counter()
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
         loaded = OVModelForCausalLM.from_pretrained(
