@@ -435,11 +435,35 @@ def _write_manifest(staging: Path, model_arg: str, source: Path, plan: ExportPla
         "source": {"model": model_arg, "path": str(source), "fingerprint": source_fingerprint(source)},
         "options": plan.as_dict(),
         "versions": _versions(),
+        "weight_types": _weight_types(staging, plan),
         "export_seconds": round(seconds, 2),
         "size_bytes": sum(files.values()),
         "files": files,
     }
     (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _weight_types(staging: Path, plan: ExportPlan) -> dict[str, int]:
+    """How many 2-D+ constants (weights, scales) the IR stores per element type: what compression really did."""
+    if plan.to != "openvino":
+        return {}
+    import openvino as ov
+
+    model = ov.Core().read_model(staging / "openvino_model.xml")
+    counts: dict[str, int] = {}
+    for op in model.get_ops():
+        shape = op.get_output_partial_shape(0) if op.get_type_name() == "Constant" else None
+        if shape is not None and shape.rank.is_static and shape.rank.get_length() >= 2:
+            name = op.get_output_element_type(0).get_type_name()
+            counts[name] = counts.get(name, 0) + 1
+    if plan.precision == "int4" and not counts.get("i4") and not counts.get("u4"):
+        # NNCF leaves layers whose input size is not a multiple of the group size at the backup precision.
+        log.warning(
+            "No layer was compressed to int4 (group size %s does not divide this model's layer sizes); the "
+            "weights are int8. Try --group-size -1 (channel-wise) or a group size that divides the hidden size.",
+            plan.group_size,
+        )
+    return dict(sorted(counts.items()))
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:

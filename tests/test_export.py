@@ -114,7 +114,9 @@ def test_gpu_preset_is_the_recipe_and_runs_on_optimum_intel(exported: dict[str, 
 @pytest.mark.npu_on_cpu
 def test_npu_preset_is_symmetric_int4_and_runs_on_the_npu_pipeline(exported: dict[str, Path]) -> None:
     folder = exported["int4-npu"]
-    assert read_manifest(folder)["options"]["group_size"] == -1
+    manifest = read_manifest(folder)
+    assert manifest["options"]["group_size"] == -1
+    assert manifest["weight_types"].get("i4") and not manifest["weight_types"].get("u4")
     types = _weight_types(folder)
     assert types["i4"] > 0 and types["u4"] == 0
     engine = _load(folder, "openvino", "npu", NPU_ON_CPU)
