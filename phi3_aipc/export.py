@@ -88,6 +88,9 @@ class ExportPlan:
     sym: bool | None = None
     group_size: int | None = None
     ratio: float | None = None
+    #: NNCF's answer to a layer the int4 group size does not divide: "adjust" (a smaller power-of-two group) on
+    #: the GPU and CPU; on the NPU, which takes only group 128 or channel-wise, such a model is an error.
+    group_size_fallback: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,8 +138,15 @@ def plan_export(
     default_sym, default_group, default_ratio = _INT4_DEFAULTS[device]
     group_size = default_group if group_size is None else _check_group_size(group_size)
     ratio = default_ratio if ratio is None else _check_ratio(ratio)
+    fallback = "adjust" if device != "npu" and group_size > 0 else None
     return ExportPlan(
-        to, device, precision, sym=default_sym if sym is None else sym, group_size=group_size, ratio=ratio
+        to,
+        device,
+        precision,
+        sym=default_sym if sym is None else sym,
+        group_size=group_size,
+        ratio=ratio,
+        group_size_fallback=fallback,
     )
 
 
@@ -325,14 +335,28 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
 def _run_openvino_export(source: Path, staging: Path, plan: ExportPlan, progress: bool) -> None:
     from phi3_aipc.convert import export_openvino
 
-    export_openvino(
-        source,
-        staging,
-        weight_format=plan.precision,  # type: ignore[arg-type]
-        sym=bool(plan.sym),
-        group_size=plan.group_size,
-        ratio=plan.ratio,
-    )
+    try:
+        export_openvino(
+            source,
+            staging,
+            weight_format=plan.precision,  # type: ignore[arg-type]
+            sym=bool(plan.sym),
+            group_size=plan.group_size,
+            ratio=plan.ratio,
+            group_size_fallback=plan.group_size_fallback,
+        )
+    except Exception as exc:
+        if type(exc).__name__ != "InvalidGroupSizeError":  # nncf.errors, without importing nncf here
+            raise
+        first_line = str(exc).splitlines()[0]
+        raise InvalidParameterError(
+            f"{first_line} Some of this model's layer sizes are not multiples of {plan.group_size}. "
+            + (
+                "For the NPU use channel-wise int4: --group-size -1 (the NPU preset's default)."
+                if plan.device == "npu"
+                else "Use --group-size -1 (channel-wise) or a group size that divides the layer sizes."
+            )
+        ) from exc
 
 
 def _check_openvino_tokenizer(source: Path, staging: Path, plan: ExportPlan, progress: bool) -> None:

@@ -104,6 +104,7 @@ def test_gpu_preset_is_the_recipe_and_runs_on_optimum_intel(exported: dict[str, 
         "sym": True,
         "group_size": 128,
         "ratio": 0.6,
+        "group_size_fallback": "adjust",
     }
     types = _weight_types(folder)
     assert types["i4"] > 0 and types["u4"] == 0 and types["u8"] + types["i8"] > 0
@@ -166,6 +167,7 @@ def test_onnx_int4_cpu_export_generates(tiny_phi3_hf: Path, tmp_path: Path) -> N
         "sym": None,
         "group_size": None,
         "ratio": None,
+        "group_size_fallback": None,
     }
     model = og.Model(str(out))
     tokenizer = og.Tokenizer(model)
@@ -255,6 +257,7 @@ def test_presets() -> None:
         "sym": True,
         "group_size": -1,
         "ratio": 1.0,
+        "group_size_fallback": None,
     }
     assert plan_export(device="npu", group_size=128).group_size == 128
     assert plan_export(device="cpu").precision == "int8"
@@ -293,3 +296,26 @@ def test_missing_tokenizer_ir_fails_the_export_check(exported: dict[str, Path], 
     (broken / "openvino_detokenizer.xml").unlink()
     with pytest.raises(ExportError, match="no openvino_detokenizer.xml.*could not tokenize"):
         _check_openvino_tokenizer(Path("src"), broken, plan_export(device="npu"), False)
+
+
+@pytest.fixture(scope="module")
+def odd_sized_hf(tiny_phi3_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Phi-3's tokenizer on a random Phi-3 of hidden size 96: 128 does not divide its layers."""
+    import shutil
+
+    import transformers
+
+    out = tmp_path_factory.mktemp("odd-phi3")
+    config = transformers.AutoConfig.from_pretrained(tiny_phi3_hf)
+    config.hidden_size, config.intermediate_size = 96, 192
+    transformers.Phi3ForCausalLM(config).save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja"):
+        if (tiny_phi3_hf / name).is_file():
+            shutil.copy2(tiny_phi3_hf / name, out / name)
+    return out
+
+
+def test_npu_group_128_on_odd_layer_sizes_says_use_channel_wise(odd_sized_hf: Path, tmp_path: Path) -> None:
+    with pytest.raises(InvalidParameterError, match=r"not multiples of 128.*--group-size -1"):
+        export_model(odd_sized_hf, tmp_path / "npu", device="npu", group_size=128, progress=False)
+    assert not (tmp_path / "npu").exists()
