@@ -24,6 +24,7 @@ from phi3_aipc.errors import (
     ExecutionProviderNotInstalledError,
     InvalidParameterError,
     ModelNotFoundError,
+    UnsupportedFeatureError,
 )
 from phi3_aipc.params import BackendOutput, Constraint, GenerationParams, Timings
 
@@ -139,7 +140,17 @@ class OnnxGenAIBackend(Backend):
             generator_params.set_guidance(*guidance(constraint))
         generator = og.Generator(self._model, generator_params)
         generator.append_tokens(input_ids)
-        token_times = self._decode_loop(generator, on_text)
+        try:
+            token_times = self._decode_loop(generator, on_text)
+        except RuntimeError as exc:
+            if constraint is not None and "satisfy the grammar" in str(exc):
+                raise UnsupportedFeatureError(
+                    "ONNX Runtime GenAI's constrained decoder (llguidance) failed on a token it had allowed. "
+                    "onnxruntime-genai 0.18 does this with some characters of three or more UTF-8 bytes in "
+                    "byte-level tokenizers (e.g. CJK text). Use backend='openvino' for this constraint, or keep "
+                    f"the constrained output to ASCII. Detail: {str(exc).splitlines()[0]}"
+                ) from exc
+            raise
         return BackendOutput(
             prompt_tokens=len(input_ids),
             completion_tokens=len(token_times),
@@ -205,6 +216,8 @@ def guidance(constraint: Constraint) -> tuple[str, str]:
     """(type, data) for ``GeneratorParams.set_guidance``; structural tags become a Lark grammar."""
     if constraint.kind == "structural_tags":
         return "lark_grammar", structural_tags_lark(constraint)
+    if constraint.kind == "json_schema":
+        return "json_schema", _schema_json(constraint.value)
     return GUIDANCE_TYPES[constraint.kind], constraint.value
 
 
@@ -259,10 +272,18 @@ def _lark_string(text: str) -> str:
 
 
 def _schema_json(schema: str) -> str:
+    """The schema with llguidance told to write compact JSON, unless the schema says otherwise.
+
+    With free whitespace, small models loop on newlines and spaces inside the object until max_new_tokens
+    (SmolLM2 did, every time); OpenVINO GenAI's tool-call output is compact too.
+    """
     try:
-        return json.dumps(json.loads(schema))
+        parsed = json.loads(schema)
     except ValueError as exc:
-        raise InvalidParameterError(f"A structural tag's schema is not valid JSON: {exc}") from exc
+        raise InvalidParameterError(f"The JSON schema is not valid JSON: {exc}") from exc
+    if isinstance(parsed, dict) and "x-guidance" not in parsed:
+        parsed = {**parsed, "x-guidance": {"whitespace_flexible": False}}
+    return json.dumps(parsed)
 
 
 # -- devices -----------------------------------------------------------------------------------------------------
@@ -331,7 +352,9 @@ def load_model(path: Path, target: str, provider_options: dict[str, Any]) -> Any
     except (
         Exception
     ) as exc:  # og raises plain RuntimeError/OrtException; keep the ones that mean "no provider"
-        if provider is not None and "built with" in str(exc).lower():
+        # "...has not been built with DML support" / "Cuda interface not available: Failed to load library".
+        message = str(exc).lower()
+        if provider is not None and ("built with" in message or "interface not available" in message):
             raise _provider_error(target, exc) from exc
         raise
 
