@@ -76,7 +76,8 @@ def test_greedy_output_matches_transformers_and_openvino_token_for_token(
     ort_tiny: Engine, tiny_phi3_hf: Path, tiny_phi3_ov: Path
 ) -> None:
     hf = get_engine(str(tiny_phi3_hf), "cpu", backend="transformers")
-    ov = get_engine(str(tiny_phi3_ov), "cpu", backend="openvino")
+    # OpenVINO computes in bf16 on CPUs that support it; token-exact parity with fp32 needs f32 compute.
+    ov = get_engine(str(tiny_phi3_ov), "cpu", backend="openvino", options={"INFERENCE_PRECISION_HINT": "f32"})
     # Random weights give flat logits: on most prompts two tokens tie within 1e-4 somewhere, and float noise picks
     # either. On this one the top two stay >= 4e-3 apart over the 24 tokens (checked in transformers), so any
     # mismatch is a real difference.
