@@ -6,8 +6,9 @@ starts with a different nonce so that OpenVINO's prefix cache cannot shorten the
 
 Models: the packaged GGUF is converted once to a Hugging Face folder (phi3_aipc.testing.build_smollm2_hf), then
 exported to ONNX Runtime GenAI int4 (onnxruntime-genai's builder: block 32, the CPU default) and, when
-optimum-intel is installed, to an OpenVINO int4 IR (NNCF's default: asymmetric, group 128). Without optimum-intel,
-OpenVINO GenAI runs the GGUF (Q4_1) directly; the report says which.
+optimum-intel is installed, to an OpenVINO int4 IR (NNCF, asymmetric, group 32 like ORT's blocks). Without
+optimum-intel, OpenVINO GenAI runs the GGUF (Q4_1) directly; the report says which. Both engines keep their CPU
+defaults (OpenVINO computes in bf16 on CPUs that have it; ORT's int4 MatMuls use int8 activations, accuracy level 4).
 
     python benchmarks/onnx_vs_openvino.py [--runs 7] [--new-tokens 64] [--cache DIR]
 """
@@ -32,14 +33,19 @@ QUESTION = "Explain in a few sentences why the sky is blue."
 def prepare_models(cache: Path) -> tuple[Path, Path, str]:
     """(ORT int4 folder, OpenVINO model path, what the OpenVINO model is)."""
     hf = cached_model_dir(cache, "smollm2-135m-instruct-hf-v1", build_smollm2_hf)
-    ort = cached_model_dir(cache, "smollm2-135m-instruct-ort-int4-v1", lambda out: export_onnx(hf, out, "int4", "cpu"))
+    ort = cached_model_dir(
+        cache, "smollm2-135m-instruct-ort-int4-v1", lambda out: export_onnx(hf, out, "int4", "cpu")
+    )
     if importlib.util.find_spec("optimum") is not None and importlib.util.find_spec("nncf") is not None:
         from phi3_aipc.convert import export_openvino
 
         ov = cached_model_dir(
-            cache, "smollm2-135m-instruct-ov-int4-v1", lambda out: export_openvino(hf, out, weight_format="int4")
+            cache,
+            "smollm2-135m-instruct-ov-int4-g32-v1",
+            lambda out: export_openvino(hf, out, weight_format="int4", group_size=32),
         )
-        return ort, ov, "int4 IR exported from the same HF folder (NNCF default: asymmetric, group 128)"
+        # Group 32 as ORT's block 32 (NNCF's default 128 does not divide SmolLM2's hidden size of 576).
+        return ort, ov, "int4 IR exported from the same HF folder (NNCF asymmetric, group 32)"
     return ort, smollm2_gguf_path(), "the packaged GGUF (Q4_1), loaded directly"
 
 
@@ -61,9 +67,15 @@ def measure(runs: int, new_tokens: int, cache: Path) -> None:
             result = engine.generate(chat, params)
             assert result.completion_tokens == new_tokens, (name, result.completion_tokens)
             if run:
-                samples[name].append((result.timings.ttft_ms, result.timings.tokens_per_second, result.prompt_tokens))
-    print(f"SmolLM2-135M-Instruct int4, CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)")
-    print(f"greedy, {new_tokens} forced new tokens, median of {runs} runs after 1 warm-up, engines alternating")
+                samples[name].append(
+                    (result.timings.ttft_ms, result.timings.tokens_per_second, result.prompt_tokens)
+                )
+    print(
+        f"SmolLM2-135M-Instruct int4, CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    )
+    print(
+        f"greedy, {new_tokens} forced new tokens, median of {runs} runs after 1 warm-up, engines alternating"
+    )
     print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"OpenVINO GenAI model: {ov_what}")
     print("ONNX Runtime GenAI model: int4 exported by onnxruntime-genai's builder (-p int4 -e cpu)")
