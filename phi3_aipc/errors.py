@@ -55,7 +55,9 @@ class UnsupportedFeatureError(Phi3AIPCError, NotImplementedError):
 class ExecutionProviderNotInstalledError(BackendNotInstalledError):
     """The installed ONNX Runtime GenAI build lacks the execution provider asked for (DirectML or CUDA)."""
 
-    def __init__(self, provider: str, package: str, extra: str, installed: str, cause: BaseException | None = None):
+    def __init__(
+        self, provider: str, package: str, extra: str, installed: str, cause: BaseException | None = None
+    ):
         self.backend = "onnx"
         self.package = package
         self.extra = extra
