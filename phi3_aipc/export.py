@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -120,9 +119,11 @@ def plan_export(
     """Fill in the device preset and refuse combinations the device cannot run, with a message saying what to do."""
     to = _choice("--to", to, TARGETS)
     device = _choice("--for", device, DEVICES)
-    precision = _choice("--precision", precision or _DEFAULT_PRECISION[device], PRECISIONS)
+    if precision is not None:
+        precision = _choice("--precision", precision, PRECISIONS)
     if to == "onnx":
         return _onnx_plan(device, precision, sym, group_size, ratio)
+    precision = precision or _DEFAULT_PRECISION[device]
     if device == "npu":
         _check_npu(precision, sym, group_size)
     if precision in ("fp16", "fp32"):
@@ -208,7 +209,7 @@ def _no_compression_options(
 
 
 def _onnx_plan(
-    device: str, precision: str, sym: bool | None, group_size: int | None, ratio: float | None
+    device: str, precision: str | None, sym: bool | None, group_size: int | None, ratio: float | None
 ) -> ExportPlan:
     if device == "npu":
         raise InvalidParameterError(
@@ -223,6 +224,16 @@ def _onnx_plan(
         raise InvalidParameterError(
             f"{', '.join(given)} apply to --to openvino only; the ONNX Runtime GenAI builder picks its own "
             "quantisation blocks. Drop them."
+        )
+    from phi3_aipc.convert_onnx import SUPPORTED
+
+    provider = _ONNX_PROVIDER[device]
+    precision = precision or "int4"
+    if (precision, provider) not in SUPPORTED:
+        fits = sorted(p for p, e in SUPPORTED if e == provider)
+        raise InvalidParameterError(
+            f"The ONNX Runtime GenAI builder makes no {precision} model for the {device.upper()} ({provider}); "
+            f"use --precision {' or '.join(fits)}, or --to openvino."
         )
     return ExportPlan("onnx", device, precision)
 
@@ -389,44 +400,9 @@ def _check_openvino_tokenizer(source: Path, staging: Path, plan: ExportPlan, pro
 
 
 def _run_onnx_builder(source: Path, staging: Path, plan: ExportPlan, progress: bool) -> None:
-    """The onnxruntime-genai model builder, run as its own process (it is a script, and its memory is freed)."""
-    try:
-        import onnxruntime_genai  # noqa: F401
-    except ImportError as exc:
-        from phi3_aipc.errors import BackendNotInstalledError
+    from phi3_aipc.convert_onnx import export_onnx
 
-        raise BackendNotInstalledError("onnx export", "onnxruntime-genai", "export", exc) from exc
-    with tempfile.TemporaryDirectory(prefix="phi3-aipc-onnx-cache-") as cache:
-        command = [
-            sys.executable,
-            "-m",
-            "onnxruntime_genai.models.builder",
-            "-i",
-            str(source),
-            "-o",
-            str(staging),
-            "-p",
-            plan.precision,
-            "-e",
-            _ONNX_PROVIDER[plan.device],
-            "-c",
-            cache,
-        ]
-        tail = _run_streaming(command, echo=progress)
-    if tail is not None:
-        raise ExportError(f"The ONNX Runtime GenAI model builder failed on '{source}':\n{tail}")
-
-
-def _run_streaming(command: list[str], *, echo: bool) -> str | None:
-    """Run ``command``, echoing its output (the builder's progress) to stderr; the output's tail if it failed."""
-    lines: list[str] = []
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines = [*lines[-29:], line.rstrip()]
-            if echo:
-                sys.stderr.write(line)
-    return None if process.returncode == 0 else "\n".join(lines[-15:])
+    export_onnx(source, staging, plan.precision, _ONNX_PROVIDER[plan.device])  # type: ignore[arg-type]
 
 
 def _check_onnx_output(source: Path, staging: Path, plan: ExportPlan, progress: bool) -> None:
@@ -539,7 +515,7 @@ def auto_export_path(source: Path, plan: ExportPlan) -> Path:
         sort_keys=True,
     )
     key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
-    return exports_dir() / f"{source.name}-{plan.to}-{plan.precision}-{plan.device}-{key}"
+    return exports_dir() / plan.to / f"{source.name}-{plan.precision}-{plan.device}-{key}"
 
 
 def auto_export(hf_dir: str | Path, device: str, *, to: str = "openvino", progress: bool = True) -> Path:

@@ -188,7 +188,7 @@ def test_onnx_int4_cpu_export_generates(tiny_phi3_hf: Path, tmp_path: Path) -> N
 def auto_exported(tiny_phi3_hf: Path, user_cache: Path) -> dict:
     """The first load of a checkpoint folder by the OpenVINO backend, which exports it into the user cache."""
     engine = _load(tiny_phi3_hf, "openvino")
-    folders = [p for p in exports_dir().iterdir() if not p.name.startswith(".")]
+    folders = [p for p in (exports_dir() / "openvino").iterdir() if not p.name.startswith(".")]
     assert len(folders) == 1
     folder = folders[0]
     return {
@@ -206,7 +206,7 @@ def test_auto_export_runs_once_and_is_reused(tiny_phi3_hf: Path, auto_exported: 
     # A second load, by the same backend and by optimum-intel, reuses the export: same folder, same files.
     again = _load(tiny_phi3_hf, "openvino")
     via_optimum = _load(tiny_phi3_hf, "optimum-intel")
-    assert [p for p in exports_dir().iterdir() if not p.name.startswith(".")] == [folder]
+    assert [p for p in (exports_dir() / "openvino").iterdir() if not p.name.startswith(".")] == [folder]
     assert read_manifest(folder) == manifest
     assert (folder / "openvino_model.bin").stat().st_mtime_ns == auto_exported["stamp"]
     assert again.generate(MESSAGES, FORCED).text == auto_exported["text"]
@@ -242,6 +242,11 @@ def test_auto_export_key_changes_with_source_and_options(tiny_phi3_hf: Path, tmp
         ({"precision": "int4", "group_size": 0}, r"--group-size must be a positive integer"),
         ({"to": "onnx", "device": "npu"}, r"no Intel NPU target.*--to openvino --for npu"),
         ({"to": "onnx", "group_size": 32, "precision": "int4"}, r"apply to --to openvino only"),
+        (
+            {"to": "onnx", "precision": "int8"},
+            r"makes no int8 model for the CPU \(cpu\); use --precision fp32 or int4",
+        ),
+        ({"to": "onnx", "device": "gpu", "precision": "fp32"}, r"makes no fp32 model for the GPU \(dml\)"),
     ],
 )
 def test_bad_export_options_get_clear_errors(kwargs: dict, message: str) -> None:
