@@ -302,7 +302,7 @@ def _build(model_arg: str, source: Path, out: Path, plan: ExportPlan, progress: 
         with _progress(len(steps), f"Exporting {plan.describe()}", progress) as bar:
             for label, step in steps:
                 bar.set_postfix_str(label)
-                step(source, staging, plan, progress)
+                step(source, staging, plan)
                 bar.update(1)
         _write_manifest(staging, model_arg, source, plan, time.perf_counter() - started)
         _move_into_place(staging, out, replace=replace)
@@ -311,7 +311,7 @@ def _build(model_arg: str, source: Path, out: Path, plan: ExportPlan, progress: 
     return out
 
 
-def _steps(plan: ExportPlan) -> list[tuple[str, Callable[[Path, Path, ExportPlan, bool], None]]]:
+def _steps(plan: ExportPlan) -> list[tuple[str, Callable[[Path, Path, ExportPlan], None]]]:
     if plan.to == "onnx":
         return [
             ("onnxruntime-genai model builder", _run_onnx_builder),
@@ -343,7 +343,7 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="step", file=sys.stderr)
 
 
-def _run_openvino_export(source: Path, staging: Path, plan: ExportPlan, progress: bool) -> None:
+def _run_openvino_export(source: Path, staging: Path, plan: ExportPlan) -> None:
     from phi3_aipc.convert import export_openvino
 
     try:
@@ -370,7 +370,7 @@ def _run_openvino_export(source: Path, staging: Path, plan: ExportPlan, progress
         ) from exc
 
 
-def _check_openvino_tokenizer(source: Path, staging: Path, plan: ExportPlan, progress: bool) -> None:
+def _check_openvino_tokenizer(source: Path, staging: Path, plan: ExportPlan) -> None:
     """The tokenizer IR must exist and round-trip a sample; without it OpenVINO GenAI cannot take text."""
     from phi3_aipc.convert import OV_DETOKENIZER, OV_TOKENIZER
 
@@ -399,13 +399,13 @@ def _check_openvino_tokenizer(source: Path, staging: Path, plan: ExportPlan, pro
         log.warning("The tokenizer IR decodes %r as %r.", sample, decoded)
 
 
-def _run_onnx_builder(source: Path, staging: Path, plan: ExportPlan, progress: bool) -> None:
+def _run_onnx_builder(source: Path, staging: Path, plan: ExportPlan) -> None:
     from phi3_aipc.convert_onnx import export_onnx
 
     export_onnx(source, staging, plan.precision, _ONNX_PROVIDER[plan.device])  # type: ignore[arg-type]
 
 
-def _check_onnx_output(source: Path, staging: Path, plan: ExportPlan, progress: bool) -> None:
+def _check_onnx_output(source: Path, staging: Path, plan: ExportPlan) -> None:
     missing = [name for name in ("genai_config.json", "tokenizer.json") if not (staging / name).is_file()]
     if missing or not list(staging.glob("*.onnx")):
         raise ExportError(

@@ -297,10 +297,10 @@ def test_missing_tokenizer_ir_fails_the_export_check(exported: dict[str, Path], 
     from phi3_aipc.export import ExportError, _check_openvino_tokenizer
 
     broken = Path(shutil.copytree(exported["int4-npu"], tmp_path / "broken"))
-    _check_openvino_tokenizer(Path("src"), broken, plan_export(device="npu"), False)
+    _check_openvino_tokenizer(Path("src"), broken, plan_export(device="npu"))
     (broken / "openvino_detokenizer.xml").unlink()
     with pytest.raises(ExportError, match="no openvino_detokenizer.xml.*could not tokenize"):
-        _check_openvino_tokenizer(Path("src"), broken, plan_export(device="npu"), False)
+        _check_openvino_tokenizer(Path("src"), broken, plan_export(device="npu"))
 
 
 @pytest.fixture(scope="module")
