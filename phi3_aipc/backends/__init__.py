@@ -71,7 +71,7 @@ BACKENDS: dict[str, BackendInfo] = {
             "transformers",
             "intel-npu-acceleration-library",
             "npu-lib",
-            "NPU (deprecated library, unverified here)",
+            "NPU (end of life, unverified here; prefer openvino on the NPU)",
         ),
     )
 }
