@@ -252,6 +252,9 @@ def test_forced_output_is_bare_json_and_missing_call_is_reported():
         _parse('{"name": "multiply", "arguments": {"a": 1, "b": 2}}', "required").tool_calls[0].name
         == "multiply"
     )
+    cut = _parse('{"name": "multiply", "arguments": {"a": 1,', "required")
+    assert cut.content == "" and "incomplete JSON" in cut.invalid_tool_calls[0].error
+    assert cut.invalid_tool_calls[0].name == "multiply"
     out = _parse("I would rather not.", "required")
     assert out.tool_calls == [] and "required" in out.invalid_tool_calls[0].error
     # A JSON answer that is not a call stays text when calls are optional.

