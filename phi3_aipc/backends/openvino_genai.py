@@ -124,7 +124,9 @@ def structured_output_config(constraint: Constraint | None) -> Any:
         return None
     if constraint.kind == "structural_tags":
         tags = ov_genai.StructuralTagsConfig(
-            structural_tags=[ov_genai.StructuralTagItem(begin=t.begin, schema=t.schema, end=t.end) for t in constraint.tags],
+            structural_tags=[
+                ov_genai.StructuralTagItem(begin=t.begin, schema=t.schema, end=t.end) for t in constraint.tags
+            ],
             triggers=list(constraint.triggers),
         )
         return ov_genai.StructuredOutputConfig(structural_tags_config=tags)
