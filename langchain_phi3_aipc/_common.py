@@ -17,8 +17,7 @@ CALL_OVERRIDES = ("model", "temperature", "max_tokens", "top_p", "top_k", "seed"
 class Phi3AIPCFields(BaseModel):
     """The settings both LangChain classes share."""
 
-    # A misspelt argument (devcie="npu") is an error, not silently ignored.
-    model_config = ConfigDict(protected_namespaces=(), extra="forbid")
+    model_config = ConfigDict(protected_namespaces=())
 
     model: str = DEFAULT_MODEL
     """Model: a Hugging Face repo id or alias ('phi-3-mini'), a local OpenVINO / ONNX folder, a .gguf, or 'smollm2'."""

@@ -28,7 +28,7 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from langchain_phi3_aipc._common import Phi3AIPCFields, response_metadata, split_call_kwargs, usage
 from phi3_aipc import Engine, GenerationResult
@@ -137,7 +137,7 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
     Structured output:
         .. code-block:: python
 
-            from pydantic import BaseModel
+            from pydantic import BaseModel, ConfigDict
 
             class City(BaseModel):
                 name: str
@@ -160,6 +160,9 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
         a time (the engine serialises callers). ``options={"NPUW_DEVICES": "CPU"}`` runs the same pipeline on the
         CPU, which is how it is tested without an NPU.
     """
+
+    # A misspelt argument (devcie="npu") is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True)
 
     @property
     def _llm_type(self) -> str:
