@@ -129,9 +129,18 @@ class TestChatPhi3AIPCIntegration(_Common, ChatModelIntegrationTests):
     def test_structured_output_optional_param(self, model: BaseChatModel) -> None:
         super().test_structured_output_optional_param(self._roomy(model))
 
+    @pytest.mark.xfail(
+        reason=SMALL_MODEL
+        + " (json_mode gives no schema: the model invents keys and loops inside strings; the"
+        " output is always a valid JSON prefix, cut off by max_tokens)"
+    )
     def test_json_mode(self, model: BaseChatModel) -> None:
         super().test_json_mode(self._roomy(model))
 
+    @pytest.mark.xfail(
+        reason=SMALL_MODEL + " (the forced call is valid JSON so far, but the model repeats itself inside the"
+        " long description string until max_tokens)"
+    )
     def test_unicode_tool_call_integration(self, model: BaseChatModel, **kwargs: Any) -> None:
         super().test_unicode_tool_call_integration(self._roomy(model), **kwargs)
 
