@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any, Literal
@@ -27,7 +28,7 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from langchain_phi3_aipc._common import Phi3AIPCFields, response_metadata, split_call_kwargs, usage
 from phi3_aipc import Engine, GenerationResult
@@ -136,7 +137,7 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
     Structured output:
         .. code-block:: python
 
-            from pydantic import BaseModel
+            from pydantic import BaseModel, ConfigDict
 
             class City(BaseModel):
                 name: str
@@ -159,6 +160,9 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
         a time (the engine serialises callers). ``options={"NPUW_DEVICES": "CPU"}`` runs the same pipeline on the
         CPU, which is how it is tested without an NPU.
     """
+
+    # A misspelt argument (devcie="npu") is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True)
 
     @property
     def _llm_type(self) -> str:
@@ -338,7 +342,7 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
         ``tool_choice``: "auto" (default: the model decides), "none", "any"/"required" (must call one), a tool's
         name, ``True`` (call the only tool), or ``{"type": "function", "function": {"name": ...}}``.
         """
-        formatted = [convert_to_openai_tool(t) for t in tools]
+        formatted = _unique_by_name([convert_to_openai_tool(t) for t in tools])
         specs = to_tool_specs(formatted)
         choice = _tool_choice_name(tool_choice, [s.name for s in specs])
         normalise_tool_choice(choice, specs)  # fail now, at bind time, rather than at the first call
@@ -427,9 +431,25 @@ class _JsonParser(BaseOutputParser[Any]):
             value = parse_json_output(text, self.json_schema)
         except OutputParseError as exc:
             raise OutputParserException(str(exc), llm_output=text) from exc
-        if self.model_cls is not None:
-            return self.model_cls.model_validate(value)
-        return value
+        if self.model_cls is None:
+            return value
+        # pydantic v2 models validate with model_validate, pydantic.v1 models with parse_obj.
+        validate = getattr(self.model_cls, "model_validate", None) or self.model_cls.parse_obj
+        return validate(value)
+
+
+def _unique_by_name(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One tool per name: the model calls tools by name, so a second one of the same name could never be told apart."""
+    seen: dict[str, dict[str, Any]] = {}
+    for spec in tools:
+        name = spec["function"]["name"]
+        if name in seen:
+            warnings.warn(
+                f"Two tools are named {name!r}; only the first is bound.", UserWarning, stacklevel=3
+            )
+            continue
+        seen[name] = spec
+    return list(seen.values())
 
 
 def _tool_choice_name(choice: dict | str | bool | None, names: list[str]) -> str | None:

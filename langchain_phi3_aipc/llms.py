@@ -9,6 +9,7 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.language_models import LLM
 from langchain_core.language_models.llms import LangSmithParams
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+from pydantic import ConfigDict
 
 from langchain_phi3_aipc._common import Phi3AIPCFields, response_metadata, split_call_kwargs, usage
 from phi3_aipc import Engine, GenerationResult
@@ -49,6 +50,9 @@ class Phi3AIPC(Phi3AIPCFields, LLM):
     NPU notes:
         ``Phi3AIPC(model="phi-3-mini", device="npu", options={"MAX_PROMPT_LEN": 2048})``. See ChatPhi3AIPC.
     """
+
+    # A misspelt argument (devcie="npu") is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True)
 
     apply_chat_template: bool = True
     """Wrap the prompt as a user turn in the model's chat template; False sends it to the model as is."""

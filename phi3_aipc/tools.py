@@ -350,6 +350,10 @@ class ToolProtocol:
         bare = _bare_json(text)
         if bare is not None and _looks_like_calls(bare):
             return ParsedOutput("", *_read_calls(bare, json.dumps(bare), by_name))
+        if forced and bare is None and text.lstrip()[:1] in ("{", "["):
+            # A forced call is bare JSON; if it does not parse, generation stopped inside it (max tokens).
+            error = "the forced call is incomplete JSON: generation stopped inside it (raise max_tokens?)"
+            return ParsedOutput("", [], [InvalidToolCall(_guess_name(text), text.strip(), error)])
         content: list[str] = []
         calls: list[ToolCall] = []
         invalid: list[InvalidToolCall] = []

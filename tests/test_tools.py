@@ -252,6 +252,9 @@ def test_forced_output_is_bare_json_and_missing_call_is_reported():
         _parse('{"name": "multiply", "arguments": {"a": 1, "b": 2}}', "required").tool_calls[0].name
         == "multiply"
     )
+    cut = _parse('{"name": "multiply", "arguments": {"a": 1,', "required")
+    assert cut.content == "" and "incomplete JSON" in cut.invalid_tool_calls[0].error
+    assert cut.invalid_tool_calls[0].name == "multiply"
     out = _parse("I would rather not.", "required")
     assert out.tool_calls == [] and "required" in out.invalid_tool_calls[0].error
     # A JSON answer that is not a call stays text when calls are optional.
@@ -400,3 +403,45 @@ def test_structured_output_on_smollm2(smollm2):
     text = smollm2.generate(messages, PARAMS, constraint=json_constraint(Person)).text
     value = parse_json_output(text, Person)
     assert isinstance(value["name"], str) and isinstance(value["age"], int)
+
+
+# Phi-4-mini's own chat template (tokenizer_config.json of microsoft/Phi-4-mini-instruct).
+PHI4_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'system' and 'tools' in message and "
+    "message['tools'] is not none %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|tool|>' + "
+    "message['tools'] + '<|/tool|>' + '<|end|>' }}{% else %}{{ '<|' + message['role'] + '|>' + "
+    "message['content'] + '<|end|>' }}{% endif %}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|assistant|>' }}{% else %}{{ eos_token }}{% endif %}"
+)
+
+
+@pytest.mark.smollm2
+def test_phi4_messages_render_natively_through_openvino_chat_templating():
+    """No Phi-4 model is available offline: its template runs on an OpenVINO tokenizer (SmolLM2's vocabulary)."""
+    ov_genai = pytest.importorskip("openvino_genai")
+    from phi3_aipc import models
+    from phi3_aipc.errors import ModelNotFoundError
+
+    try:
+        tokenizer = ov_genai.Tokenizer(str(models.smollm2_gguf()))
+    except ModelNotFoundError as exc:
+        pytest.skip(str(exc))
+    tokenizer.set_chat_template(PHI4_TEMPLATE)
+    history = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"id": "1", "name": "get_weather", "arguments": {"city": "Paris"}}],
+        },
+        {"role": "tool", "content": "18 C", "tool_call_id": "1", "name": "get_weather"},
+    ]
+    messages = prepare_tool_call(history, [WEATHER], family="phi4").messages
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    assert prompt == (
+        "<|system|>You are a helpful assistant with some tools.<|tool|>"
+        + json.dumps([WEATHER.to_dict()])
+        + "<|/tool|><|end|><|user|>Weather in Paris?<|end|><|assistant|>"
+        '<|tool_call|>[{"name": "get_weather", "arguments": {"city": "Paris"}}]<|/tool_call|><|end|>'
+        "<|tool_response|>18 C<|end|><|assistant|>"
+    )

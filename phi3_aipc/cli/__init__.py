@@ -12,6 +12,7 @@ from phi3_aipc.errors import Phi3AIPCError
 COMMANDS = {
     "ask": "phi3_aipc.cli.ask",
     "doctor": "phi3_aipc.cli.doctor",
+    "export": "phi3_aipc.cli.export",
 }
 
 
