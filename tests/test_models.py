@@ -1,0 +1,77 @@
+"""Model resolution against a local Hugging Face cache laid out as the Hub lays it (the Hub is unreachable here)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from phi3_aipc import GenerationParams, ModelNotFoundError, get_engine
+from phi3_aipc.backends.openvino_genai import resolve_model
+from phi3_aipc.models import canonical_model_id, smollm2_gguf
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _put_in_hub_cache(cache: Path, repo_id: str, source: Path) -> Path:
+    """Lay ``source`` out as huggingface_hub stores a downloaded snapshot: refs/main -> snapshots/<commit>/."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / COMMIT
+    shutil.copytree(source, snapshot)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+    return snapshot
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    import huggingface_hub.constants as hub_constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def test_well_known_ids_map_to_the_build_that_fits_the_device(hub_cache: Path, tiny_phi3_ov: Path) -> None:
+    cpu = _put_in_hub_cache(hub_cache, "OpenVINO/Phi-3-mini-4k-instruct-int4-ov", tiny_phi3_ov)
+    npu = _put_in_hub_cache(hub_cache, "OpenVINO/Phi-3-mini-4k-instruct-int4-cw-ov", tiny_phi3_ov)
+    assert resolve_model("microsoft/Phi-3-mini-4k-instruct", "CPU") == cpu
+    assert resolve_model("phi-3-mini", "GPU") == cpu
+    assert resolve_model(None, "NPU") == npu, "the default model on the NPU is the symmetric (cw) build"
+
+
+def test_a_cached_model_loads_offline_and_generates(hub_cache: Path, tiny_phi3_ov: Path) -> None:
+    _put_in_hub_cache(hub_cache, "OpenVINO/Phi-3.5-mini-instruct-int4-ov", tiny_phi3_ov)
+    engine = get_engine("phi-3.5-mini", "cpu")
+    assert engine.model_name == "microsoft/Phi-3.5-mini-instruct"
+    assert engine.model_family == "phi3"
+    assert engine.generate("Hello", GenerationParams(max_new_tokens=3, ignore_eos=True)).completion_tokens == 3
+
+
+def test_an_uncached_model_offline_says_what_to_download(hub_cache: Path) -> None:
+    with pytest.raises(ModelNotFoundError) as info:
+        resolve_model("microsoft/Phi-3-mini-4k-instruct", "NPU")
+    message = str(info.value)
+    assert "OpenVINO/Phi-3-mini-4k-instruct-int4-cw-ov" in message
+    assert "huggingface-cli download" in message and "local model path" in message
+
+
+def test_phi4_mini_on_the_npu_points_to_export(hub_cache: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="phi3-aipc export microsoft/Phi-4-mini-instruct OUT"):
+        resolve_model("phi-4-mini", "NPU")
+
+
+def test_aliases_and_the_packaged_demo_model() -> None:
+    assert canonical_model_id(None) == "microsoft/Phi-3-mini-4k-instruct"
+    assert canonical_model_id("Phi-4-Mini") == "microsoft/Phi-4-mini-instruct"
+    assert smollm2_gguf().name.endswith(".gguf")
+    assert resolve_model("smollm2", "CPU") == smollm2_gguf()
+
+
+def test_a_folder_that_is_no_model_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ModelNotFoundError, match="holds no OpenVINO model"):
+        resolve_model(str(tmp_path), "CPU")
