@@ -28,6 +28,8 @@ No framework is imported at module import time; the wrappers are imported only w
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import importlib
 import importlib.metadata
 import json
@@ -147,18 +149,29 @@ def summary(values: Sequence[float]) -> dict[str, Any]:
 
 
 def peak_rss_mb() -> float | None:
-    """This process's peak resident set size, in MiB."""
+    """This process's peak resident set size, in MiB.
+
+    On Linux, VmHWM of /proc/self/status: getrusage's ru_maxrss is carried across fork and exec, so a worker
+    started by a big parent would report the parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None and hasattr(psutil.Process().memory_info(), "peak_wset"):  # Windows
+        return psutil.Process().memory_info().peak_wset / 2**20
     try:
         import resource
-    except ImportError:  # Windows
-        try:
-            import psutil
-        except ImportError:
-            return None
-        return psutil.Process().memory_info().peak_wset / 2**20
+    except ImportError:
+        return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes.
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS reports bytes, others KiB
 
 
 # -- prompts -------------------------------------------------------------------------------------------------------
@@ -252,10 +265,38 @@ def _raw_run(engine: Any, messages: list[dict[str, str]], params: Any) -> tuple[
 
 
 # -- wrappers (imported lazily) ------------------------------------------------------------------------------------
-def wrapper_streamer(
-    kind: str, target: Target, output_tokens: int
-) -> Callable[[list[dict[str, str]]], StreamTiming]:
-    """A function that streams chat messages through the framework wrapper and times it."""
+WrapperRun = Callable[[list[dict[str, str]]], tuple[StreamTiming, int]]
+
+
+@contextlib.contextmanager
+def forced_length(engine: Any, output_tokens: int) -> Iterator[list[Any]]:
+    """Make every stream the wrappers open on ``engine`` decode exactly ``output_tokens`` tokens past EOS.
+
+    The wrappers expose no ignore_eos (users never need it), so the shared engine's ``stream`` is shadowed for the
+    duration: everything the wrapper does (message conversion, parsing, chunk building, callbacks) still runs and
+    is measured. The streams opened are collected so their token counts can be read afterwards.
+    """
+    from phi3_aipc.engine import Engine
+    from phi3_aipc.params import GenerationParams
+
+    opened: list[Any] = []
+
+    def stream(prompt: Any, params: Any = None, **kwargs: Any) -> Any:
+        params = dataclasses.replace(
+            params or GenerationParams(), max_new_tokens=output_tokens, ignore_eos=True
+        )
+        opened.append(Engine.stream(engine, prompt, params, **kwargs))
+        return opened[-1]
+
+    engine.stream = stream
+    try:
+        yield opened
+    finally:
+        del engine.stream
+
+
+def wrapper_runner(kind: str, target: Target, engine: Any, output_tokens: int) -> WrapperRun:
+    """A function that streams chat messages through the framework wrapper on ``engine`` and times it."""
     common = {
         "model": target.model,
         "device": target.device,
@@ -265,26 +306,36 @@ def wrapper_streamer(
     if kind == "langchain":
         from langchain_phi3_aipc import ChatPhi3AIPC
 
-        llm = ChatPhi3AIPC(**common, max_tokens=output_tokens, ignore_eos=True)
+        chat_model = ChatPhi3AIPC(**common, max_tokens=output_tokens)
 
-        def run_langchain(messages: list[dict[str, str]]) -> StreamTiming:
-            pairs = [(m["role"], m["content"]) for m in messages]
-            return time_stream(lambda: llm.stream(pairs), lambda chunk: chunk.content)
+        def start(messages: list[dict[str, str]]) -> Iterator[Any]:
+            return chat_model.stream([(m["role"], m["content"]) for m in messages])
 
-        return run_langchain
-    if kind == "llamaindex":
+        def text_of(chunk: Any) -> str:
+            return chunk.content
+    elif kind == "llamaindex":
         from llama_index.core.llms import ChatMessage
 
         from llama_index_phi3_aipc import Phi3AIPC
 
-        llm = Phi3AIPC(**common, max_new_tokens=output_tokens, ignore_eos=True)
+        llm = Phi3AIPC(**common, max_new_tokens=output_tokens)
 
-        def run_llamaindex(messages: list[dict[str, str]]) -> StreamTiming:
-            chat = [ChatMessage(role=m["role"], content=m["content"]) for m in messages]
-            return time_stream(lambda: llm.stream_chat(chat), lambda chunk: chunk.delta or "")
+        def start(messages: list[dict[str, str]]) -> Iterator[Any]:
+            return llm.stream_chat([ChatMessage(role=m["role"], content=m["content"]) for m in messages])
 
-        return run_llamaindex
-    raise InvalidParameterError(f"through must be one of {THROUGH_CHOICES}, got {kind!r}.")
+        def text_of(chunk: Any) -> str:
+            return chunk.delta or ""
+    else:
+        raise InvalidParameterError(f"through must be one of {THROUGH_CHOICES}, got {kind!r}.")
+
+    def run(messages: list[dict[str, str]]) -> tuple[StreamTiming, int]:
+        with forced_length(engine, output_tokens) as opened:
+            timing = time_stream(lambda: start(messages), text_of)
+        if len(opened) != 1 or opened[0].result is None:
+            raise Phi3AIPCError(f"The {kind} wrapper did not run exactly one engine stream to its end.")
+        return timing, opened[0].result.completion_tokens
+
+    return run
 
 
 # -- the measuring worker ------------------------------------------------------------------------------------------
@@ -318,7 +369,9 @@ def measure(target: Target, settings: Settings) -> dict[str, Any]:
 
     engine, load = _load(target)
     params = GenerationParams(max_new_tokens=settings.output_tokens, ignore_eos=True)
-    wrappers = {kind: wrapper_streamer(kind, target, settings.output_tokens) for kind in settings.through}
+    wrappers = {
+        kind: wrapper_runner(kind, target, engine, settings.output_tokens) for kind in settings.through
+    }
     inputs = [_measure_length(engine, wanted, settings, params, wrappers) for wanted in settings.input_tokens]
     return {
         "load": load,
@@ -333,7 +386,7 @@ def _measure_length(
     wanted: int,
     settings: Settings,
     params: Any,
-    wrappers: dict[str, Callable[[list[dict[str, str]]], StreamTiming]],
+    wrappers: dict[str, WrapperRun],
 ) -> dict[str, Any]:
     tokens = effective_input_tokens(engine, wanted, settings.output_tokens)
     total = settings.warmup + settings.runs
@@ -353,7 +406,7 @@ def _measure_wrappers(
     tokens: int,
     settings: Settings,
     params: Any,
-    wrappers: dict[str, Callable[[list[dict[str, str]]], StreamTiming]],
+    wrappers: dict[str, WrapperRun],
 ) -> dict[str, Any]:
     """Wrappers take chat messages, so the raw engine is measured again on chat messages, interleaved with the
     wrapper runs; every run gets a prompt of its own so none gains from prefix caching."""
@@ -361,7 +414,7 @@ def _measure_wrappers(
     out = {}
     for index, (kind, streamer) in enumerate(wrappers.items(), start=1):
         raw: list[tuple[StreamTiming, Any]] = []
-        wrapped: list[StreamTiming] = []
+        wrapped: list[tuple[StreamTiming, int]] = []
         for run in range(total):
             base = 1000 * index + 2 * run
             raw_timing = _raw_run(engine, exact_chat(engine, tokens, variant=base), params)
@@ -369,7 +422,7 @@ def _measure_wrappers(
             if run >= settings.warmup:
                 raw.append(raw_timing)
                 wrapped.append(wrapped_timing)
-        out[kind] = _wrapper_summary(wrapped, raw, settings.output_tokens)
+        out[kind] = _wrapper_summary(wrapped, raw)
     return out
 
 
@@ -399,18 +452,19 @@ def _raw_summary(wanted: int, tokens: int, raw: list[tuple[StreamTiming, Any]]) 
 
 
 def _wrapper_summary(
-    runs: list[StreamTiming], raw: list[tuple[StreamTiming, Any]], output_tokens: int
+    runs: list[tuple[StreamTiming, int]], raw: list[tuple[StreamTiming, Any]]
 ) -> dict[str, Any]:
     raw_rate = statistics.fmean(n.completion_tokens * 1000.0 / t.wall_ms for t, n in raw)
-    rate = summary([output_tokens * 1000.0 / t.wall_ms for t in runs])
-    first = summary([t.first_chunk_ms or t.wall_ms for t in runs])
+    rate = summary([tokens * 1000.0 / t.wall_ms for t, tokens in runs])
+    first = summary([t.first_chunk_ms or t.wall_ms for t, _ in runs])
     raw_first = statistics.fmean(t.first_chunk_ms or t.wall_ms for t, _ in raw)
     return {
         "raw_e2e_tokens_per_s": summary([n.completion_tokens * 1000.0 / t.wall_ms for t, n in raw]),
         "raw_first_chunk_ms": summary([t.first_chunk_ms or t.wall_ms for t, _ in raw]),
         "e2e_tokens_per_s": rate,
         "first_chunk_ms": first,
-        "chunks": [t.chunks for t in runs],
+        "output_tokens": [tokens for _, tokens in runs],
+        "chunks": [t.chunks for t, _ in runs],
         "tokens_per_s_ratio": rate["mean"] / raw_rate,
         "first_chunk_extra_ms": first["mean"] - raw_first,
     }
@@ -578,7 +632,7 @@ def format_machine(report: dict[str, Any]) -> str:
     return (
         f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, {m['memory_gib']} GiB RAM, {m['os']}, "
         f"Python {m['python']}\nDate: {m['date']}\nVersions: {versions}\n"
-        f"Method: {s['runs']} runs after {s['warmup']} discarded warm-up, mean ± std; {s['output_tokens']} output "
+        f"Method: {s['runs']} run(s) after {s['warmup']} discarded warm-up, mean ± std; {s['output_tokens']} output "
         f"tokens forced past EOS, greedy."
     )
 

@@ -244,3 +244,30 @@ def test_unknown_synthetic_name_is_explained() -> None:
 
     with pytest.raises(InvalidParameterError, match="phi-3-mini, phi-3.5-mini, phi-4-mini"):
         synthetic_model("phi-2")
+
+
+def test_through_wrappers_reports_ratio_and_first_chunk_delay(tiny_phi3_ov: Path) -> None:
+    langchain = pytest.importorskip("langchain_phi3_aipc")
+    llama_index = pytest.importorskip("llama_index_phi3_aipc")
+    if not hasattr(langchain, "ChatPhi3AIPC") or not hasattr(llama_index, "Phi3AIPC"):
+        pytest.skip("the LangChain / LlamaIndex adapters are not in this checkout")
+    settings = Settings(
+        runs=2, input_tokens=(40,), output_tokens=10, through=("langchain", "llamaindex"), cold=False
+    )
+    report = run_benchmark([Target(str(tiny_phi3_ov), "cpu", "openvino")], settings, log=lambda _: None)
+    (entry,) = report["results"]
+    assert "error" not in entry, entry.get("error")
+    row = entry["inputs"][0]
+    assert set(row["through"]) == {"langchain", "llamaindex"}
+    for wrap in row["through"].values():
+        assert wrap["output_tokens"] == [10, 10]  # forced past EOS through the wrapper too
+        assert all(c >= 1 for c in wrap["chunks"])
+        for key in ("e2e_tokens_per_s", "first_chunk_ms", "raw_e2e_tokens_per_s", "raw_first_chunk_ms"):
+            _check_stat(wrap[key], 2)
+        assert wrap["tokens_per_s_ratio"] == pytest.approx(
+            wrap["e2e_tokens_per_s"]["mean"] / wrap["raw_e2e_tokens_per_s"]["mean"]
+        )
+        assert wrap["first_chunk_extra_ms"] == pytest.approx(
+            wrap["first_chunk_ms"]["mean"] - wrap["raw_first_chunk_ms"]["mean"]
+        )
+    assert "| langchain | 40 |" in format_table(report)
