@@ -96,7 +96,7 @@ def synthetic_model(
     cache: Path | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Path:
-    """The cached synthetic model folder, built on first use (minutes and ~16 GB of RAM at real size).
+    """The cached synthetic model folder, built on first use (Phi-3-mini: 13 min, 10 GB peak RSS on 2 cores).
 
     ``fmt="int4"``: an OpenVINO IR folder, INT4 symmetric group 128 (what the NPU needs; the CPU and GPU run it
     too). ``fmt="hf"``: the bfloat16 Hugging Face checkpoint, for the transformers backend and other exporters.

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         choices=("phi-3-mini", "phi-3.5-mini", "phi-4-mini"),
         help="Measure a random-weight model with this exact architecture, INT4 sym g128 (built and cached on "
-        "first use: minutes, ~16 GB RAM). Instead of --model.",
+        "first use: ~15 minutes, ~10 GB RAM). Instead of --model.",
     )
     parser.add_argument("--device", nargs="+", default=["cpu"], help="One or more devices (default: cpu).")
     parser.add_argument(
