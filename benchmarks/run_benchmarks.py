@@ -92,7 +92,14 @@ SYNTHETIC_FORMS: dict[str, list[tuple[str, Callable[[], Path | str]]]] = {
 }
 
 
+# Backends the README's table covers; one this checkout does not register is reported as skipped.
+EXPECTED_BACKENDS = ("openvino", "onnx", "optimum-intel", "transformers")
+
+
 def available_backends(log: Callable[[str], None]) -> list[str]:
+    for name in EXPECTED_BACKENDS:
+        if name not in BACKENDS:
+            log(f"skipping backend {name}: not registered in phi3_aipc.backends.BACKENDS in this version")
     names = []
     for name, info in BACKENDS.items():
         try:
