@@ -141,28 +141,56 @@ def forms_default(family: str) -> Callable[[], Path]:
 
 
 # -- the report ------------------------------------------------------------------------------------------------------
-def write_results(reports: list[tuple[str, dict[str, Any]]], skipped: list[str], path: Path) -> None:
-    first = reports[0][1]
+SMOLLM2_TITLE = "SmolLM2-135M-Instruct"
+SYNTHETIC_TITLE = "Phi-3-mini-4k-instruct architecture, random weights"
+
+
+def write_results(
+    reports: dict[str, dict[str, Any]], skipped: list[str], path: Path, kept: dict[str, str]
+) -> None:
+    """RESULTS.md: the machine, the method, one section per model (``kept`` holds earlier runs' sections)."""
+    latest = next(iter(reports.values()))
     lines = [
         "# Benchmark results",
         "",
         "Written by `python benchmarks/run_benchmarks.py`; rerun it to measure your machine.",
         "",
-        format_machine(first).replace("\n", "  \n"),
+        format_machine(latest).replace("\n", "  \n"),
         "",
         "TTFT and TPOT come from each backend's own timings (TTFT from the start of generation, tokenization "
         "included; TPOT the mean gap between tokens, the first excluded); decode tok/s = 1000 / TPOT; e2e tok/s = "
         "generated tokens / wall time of the whole stream. Cold load: a fresh process with an empty phi3-aipc cache; "
         "warm load: a second fresh process reusing it (OpenVINO's compiled blobs); the model files are in the OS "
         "page cache both times. Peak RSS is that of the measuring process. The NPU pipeline on the CPU "
-        "(`NPUW_DEVICES=CPU`) checks the NPU code path; it is not an NPU speed.",
+        "(`NPUW_DEVICES=CPU`) checks the NPU code path; it is not an NPU speed. The NPU pipeline's prompt is capped "
+        "so that prompt plus output fit MAX_PROMPT_LEN + MIN_RESPONSE_LEN.",
         "",
     ]
-    for title, report in reports:
-        lines += [f"## {title}", "", format_table(report), ""]
+    for title in (SMOLLM2_TITLE, SYNTHETIC_TITLE):
+        if title in reports:
+            report = reports[title]
+            load = report["machine"].get("load_average")
+            when = f"Measured {report['machine']['date']}" + (
+                f", load average {load} at the start" if load else ""
+            )
+            lines += [f"## {title}", "", when + ".", "", format_table(report), ""]
+        elif title in kept:
+            lines += [kept[title].rstrip(), ""]
     if skipped:
-        lines += ["## Not measured here", "", *[f"- {reason}" for reason in skipped], ""]
+        lines += ["## Not measured here", "", *[f"- {reason}" for reason in dict.fromkeys(skipped)], ""]
     path.write_text("\n".join(lines))
+
+
+def earlier_sections(path: Path) -> dict[str, str]:
+    """The '## title' sections of an existing RESULTS.md, so rerunning one model keeps the other's table."""
+    if not path.exists():
+        return {}
+    sections = {}
+    for chunk in path.read_text().split("\n## ")[1:]:
+        title = chunk.split("\n", 1)[0].strip()
+        if title in (SMOLLM2_TITLE, SYNTHETIC_TITLE):
+            sections[title] = "## " + chunk
+    return sections
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,7 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-tokens", type=int, nargs="+", default=[32, 1024])
     parser.add_argument("--output-tokens", type=int, default=128)
     parser.add_argument("--quick", action="store_true", help="1 run, 32-token prompts, 32 output tokens.")
-    parser.add_argument("--skip-synthetic", action="store_true", help="Only SmolLM2 (no multi-GB build).")
+    parser.add_argument(
+        "--only",
+        choices=("smollm2", "synthetic"),
+        default=None,
+        help="Measure one model; the other's section of an existing RESULTS.md is kept.",
+    )
     parser.add_argument(
         "--synthetic-npu-on-cpu",
         action="store_true",
@@ -202,30 +235,35 @@ def main(argv: list[str] | None = None) -> int:
         output_tokens=32 if args.quick else args.output_tokens,
         through=tuple(args.through),
     )
+    kept = earlier_sections(args.out)
     backends = available_backends(log)
-    reports = []
-    smol = targets_for("SmolLM2-135M", SMOLLM2_FORMS, backends, True, log)
-    reports.append(("SmolLM2-135M-Instruct", run_benchmark(smol, settings, log=log)))
-    write_results(
-        reports, skipped, args.out
-    )  # written after each model, so a long run leaves partial results
-    if args.skip_synthetic:
-        skipped.append("the synthetic Phi-3-mini (--skip-synthetic)")
-    else:
-        synth = targets_for(
-            "Phi-3-mini (synthetic)", SYNTHETIC_FORMS, backends, args.synthetic_npu_on_cpu, log
+    families = []
+    if args.only in (None, "smollm2"):
+        families.append((SMOLLM2_TITLE, targets_for("SmolLM2-135M", SMOLLM2_FORMS, backends, True, log)))
+    if args.only in (None, "synthetic"):
+        synth_npu = args.synthetic_npu_on_cpu
+        families.append(
+            (
+                SYNTHETIC_TITLE,
+                targets_for("Phi-3-mini (synthetic)", SYNTHETIC_FORMS, backends, synth_npu, log),
+            )
         )
-        if not args.synthetic_npu_on_cpu:
+        if not synth_npu:
             skipped.append(
                 "the synthetic Phi-3-mini on the NPU pipeline on the CPU (slow; --synthetic-npu-on-cpu)"
             )
-        reports.append(
-            ("Phi-3-mini-4k-instruct architecture, random weights", run_benchmark(synth, settings, log=log))
-        )
-    write_results(reports, skipped, args.out)
-    args.out.with_suffix(".json").write_text(json.dumps(dict(reports), indent=2))
+    reports: dict[str, dict[str, Any]] = {}
+    for title, targets in families:
+        for target in targets:  # one target at a time, written as it completes: a long run leaves results
+            report = run_benchmark([target], settings, log=log)
+            if title in reports:
+                reports[title]["results"] += report["results"]
+            else:
+                reports[title] = report
+            write_results(reports, skipped, args.out, kept)
+            args.out.with_suffix(".json").write_text(json.dumps(reports, indent=2))
     print(args.out.read_text())
-    failed = [e["name"] for _, r in reports for e in r["results"] if "error" in e]
+    failed = [e["name"] for r in reports.values() for e in r["results"] if "error" in e]
     return 1 if failed else 0
 
 

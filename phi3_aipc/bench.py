@@ -233,7 +233,7 @@ def effective_input_tokens(engine: Any, wanted: int, output_tokens: int) -> int:
     if engine.max_prompt_tokens is not None:
         limits.append(int(engine.max_prompt_tokens))
     if engine.context_window is not None:
-        limits.append(int(engine.context_window) - output_tokens - 1)
+        limits.append(int(engine.context_window) - output_tokens)
     return min(limits)
 
 
@@ -563,9 +563,18 @@ def machine_info() -> dict[str, Any]:
         "memory_gib": memory_gib,
         "os": platform.platform(),
         "python": platform.python_version(),
+        # The machine may be shared: the load average says how busy it was when the run started.
+        "load_average": _load_average(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "versions": versions,
     }
+
+
+def _load_average() -> str | None:
+    try:
+        return " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    except (AttributeError, OSError):  # Windows
+        return None
 
 
 def _cpu_name() -> str:
