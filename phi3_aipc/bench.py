@@ -475,11 +475,12 @@ def run_benchmark(
     targets: Sequence[Target], settings: Settings, *, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Measure every target, each in fresh worker processes; one failing target is reported, not fatal."""
+    machine = machine_info()  # taken first: its load average describes the start of the run
     results = []
     for target in targets:
         log(f"== {target.name} ({target.model})")
         results.append(_run_target(target, settings, log))
-    return {"machine": machine_info(), "settings": asdict(settings), "results": results}
+    return {"machine": machine, "settings": asdict(settings), "results": results}
 
 
 def _run_target(target: Target, settings: Settings, log: Callable[[str], None]) -> dict[str, Any]:
