@@ -84,11 +84,13 @@ def export_openvino(
     sym: bool = False,
     group_size: int | None = None,
     ratio: float | None = None,
+    group_size_fallback: str | None = None,
 ) -> Path:
     """Export a local HF checkpoint folder to an OpenVINO GenAI-ready folder (IR + tokenizer IR + sidecars).
 
     int8/int4 use NNCF weight-only compression; ``sym``, ``group_size`` (-1 = channel-wise) and ``ratio`` are its
     options. The NPU needs ``weight_format="int4", sym=True`` with ``group_size`` 128 or -1.
+    ``group_size_fallback`` ("error", "ignore", "adjust") says what NNCF does with layers the group size does not divide.
     """
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
     if weight_format not in ("fp32", "fp16", "int8", "int4"):
@@ -97,7 +99,15 @@ def export_openvino(
     if weight_format in ("fp32", "fp16"):
         _export_float(hf_dir, out_dir, weight_format)
     else:
-        _export_compressed(hf_dir, out_dir, weight_format, sym=sym, group_size=group_size, ratio=ratio)
+        _export_compressed(
+            hf_dir,
+            out_dir,
+            weight_format,
+            sym=sym,
+            group_size=group_size,
+            ratio=ratio,
+            fallback=group_size_fallback,
+        )
     _copy_sidecars(hf_dir, out_dir)
     ensure_openvino_tokenizer(out_dir)
     if not (out_dir / OV_TOKENIZER).is_file():
@@ -125,7 +135,14 @@ def _export_float(hf_dir: Path, out_dir: Path, weight_format: str) -> None:
 
 
 def _export_compressed(
-    hf_dir: Path, out_dir: Path, weight_format: str, *, sym: bool, group_size: int | None, ratio: float | None
+    hf_dir: Path,
+    out_dir: Path,
+    weight_format: str,
+    *,
+    sym: bool,
+    group_size: int | None,
+    ratio: float | None,
+    fallback: str | None = None,
 ) -> None:
     intel = _import("optimum.intel", "optimum-intel", "export")
     _import("nncf", "nncf", "export")
@@ -135,7 +152,13 @@ def _export_compressed(
         # int8 is always channel-wise over every layer; group_size/ratio only mean something for int4.
         options["group_size"] = -1
     else:
-        options.update({k: v for k, v in (("group_size", group_size), ("ratio", ratio)) if v is not None})
+        options.update(
+            {
+                k: v
+                for k, v in (("group_size", group_size), ("ratio", ratio), ("group_size_fallback", fallback))
+                if v is not None
+            }
+        )
     model = intel.OVModelForCausalLM.from_pretrained(
         hf_dir,
         export=True,

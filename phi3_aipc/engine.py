@@ -365,7 +365,7 @@ def get_engine(
     """
     from phi3_aipc.backends import load_backend, resolve_backend_name
 
-    backend_name = resolve_backend_name(backend)
+    backend_name = resolve_backend_name(backend, device)
     key = EngineKey(
         model=str(model or ""),
         device=str(device or "auto").upper(),

@@ -50,3 +50,29 @@ class PromptTooLongError(Phi3AIPCError, ValueError):
 
 class UnsupportedFeatureError(Phi3AIPCError, NotImplementedError):
     """The chosen backend or device cannot do what was asked."""
+
+
+class ExecutionProviderNotInstalledError(BackendNotInstalledError):
+    """The installed ONNX Runtime GenAI build lacks the execution provider asked for (DirectML or CUDA)."""
+
+    def __init__(
+        self, provider: str, package: str, extra: str, installed: str, cause: BaseException | None = None
+    ):
+        self.backend = "onnx"
+        self.package = package
+        self.extra = extra
+        self.provider = provider
+        detail = f" ({cause})" if cause else ""
+        # Skip BackendNotInstalledError's message: this one must say which build is there and how to swap it.
+        Phi3AIPCError.__init__(
+            self,
+            f"The installed ONNX Runtime GenAI build ({installed}) has no {provider} support{detail}. "
+            f"{provider} needs the '{package}' package. The onnxruntime-genai packages (CPU, DirectML, CUDA) all "
+            f"provide the same 'onnxruntime_genai' module and cannot be installed side by side: run "
+            f"`pip uninstall -y {installed.split(' ')[0]}` first, then `pip install '{package}'` "
+            f"(or 'phi3-aipc[{extra}]'). The {provider} package also runs models on the CPU.",
+        )
+
+
+class OnnxExportError(Phi3AIPCError, RuntimeError):
+    """The ONNX Runtime GenAI model builder failed to export a checkpoint."""

@@ -148,6 +148,13 @@ def fetch_from_hub(repo_id: str, *, subfolder: str | None = None, what: str = ""
                 f"`huggingface-cli download {repo_id}` and copy the cache, or pass a local model path instead."
             ) from exc
     path = Path(root) / subfolder if subfolder else Path(root)
+    if not path.is_dir():
+        # Offline, snapshot_download returns the cached snapshot even when the subfolder was never downloaded.
+        raise ModelNotFoundError(
+            f"Could not find {what or 'the model'} '{repo_id}' (subfolder {subfolder}) in the Hugging Face cache. "
+            f"Connect to the internet once, or download it with `huggingface-cli download {repo_id} --include "
+            f"'{subfolder}/*'`, or pass a local model path instead."
+        )
     return path
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -127,9 +128,27 @@ class Constraint:
             )
         if self.kind == "structural_tags":
             if not self.tags or not self.triggers:
-                raise InvalidParameterError("A structural_tags constraint needs at least one tag and one trigger.")
+                raise InvalidParameterError(
+                    "A structural_tags constraint needs at least one tag and one trigger."
+                )
         elif not self.value:
             raise InvalidParameterError(f"A {self.kind} constraint needs a value.")
+        schemas = [t.schema for t in self.tags] if self.kind == "structural_tags" else []
+        if self.kind == "json_schema":
+            schemas.append(self.value)
+        for schema in schemas:
+            _check_json_schema(schema)
+
+
+def _check_json_schema(schema: str) -> None:
+    try:
+        parsed = json.loads(schema)
+    except ValueError as exc:
+        raise InvalidParameterError(
+            f"The JSON schema is not valid JSON ({exc}); pass json.dumps(schema)."
+        ) from None
+    if not isinstance(parsed, (dict, bool)):
+        raise InvalidParameterError(f"A JSON schema must be an object, got {type(parsed).__name__}.")
 
 
 @dataclass

@@ -81,7 +81,9 @@ def test_a_formatted_prompt_is_not_wrapped_twice(ov_cpu: Engine) -> None:
 def test_greedy_output_is_identical_across_backends_and_the_npu_pipeline(
     ov_cpu: Engine, hf_cpu: Engine, npu_on_cpu: Engine
 ) -> None:
-    texts = {e.backend_name + "/" + e.device: e.generate(CHAT, GREEDY).text for e in (ov_cpu, hf_cpu, npu_on_cpu)}
+    texts = {
+        e.backend_name + "/" + e.device: e.generate(CHAT, GREEDY).text for e in (ov_cpu, hf_cpu, npu_on_cpu)
+    }
     assert len(set(texts.values())) == 1, texts
     assert len(next(iter(texts.values()))) > 10
 
@@ -135,6 +137,22 @@ def test_a_stream_left_by_break_releases_the_engine(ov_cpu: Engine) -> None:
             break
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         assert pool.submit(ov_cpu.generate, CHAT, GREEDY).result(timeout=120).finish_reason == "length"
+
+
+def test_a_failed_stream_raises_and_leaves_the_engine_usable(ov_cpu: Engine) -> None:
+    from phi3_aipc import Constraint
+
+    stream = ov_cpu.stream(CHAT, GREEDY, constraint=Constraint("regex", "(unclosed"))
+    with pytest.raises(RuntimeError, match="parenthesis"):
+        list(stream)
+    assert ov_cpu.generate(CHAT, GREEDY).completion_tokens == 24
+
+
+def test_an_invalid_json_schema_is_refused_before_generation() -> None:
+    from phi3_aipc import Constraint
+
+    with pytest.raises(InvalidParameterError, match="not valid JSON"):
+        Constraint("json_schema", "{type: object}")
 
 
 # -- stop strings ----------------------------------------------------------------------------------------------------
@@ -324,16 +342,27 @@ def test_importing_the_packages_loads_no_backend_and_no_torch() -> None:
 def test_an_ir_folder_without_tokenizer_ir_gets_it_converted(tiny_phi3_ov: Path, tmp_path: Path) -> None:
     folder = tmp_path / "ir"
     shutil.copytree(tiny_phi3_ov, folder)
-    for name in ("openvino_tokenizer.xml", "openvino_tokenizer.bin", "openvino_detokenizer.xml", "openvino_detokenizer.bin"):
+    for name in (
+        "openvino_tokenizer.xml",
+        "openvino_tokenizer.bin",
+        "openvino_detokenizer.xml",
+        "openvino_detokenizer.bin",
+    ):
         (folder / name).unlink(missing_ok=True)
     engine = get_engine(str(folder), "cpu")
     assert (folder / "openvino_tokenizer.xml").exists() and (folder / "openvino_detokenizer.xml").exists()
-    assert engine.generate(CHAT, GREEDY).text == get_engine(str(tiny_phi3_ov), "cpu").generate(CHAT, GREEDY).text
-    assert engine.count_tokens("Hello <|end|>") == engine.count_tokens("Hello ") + 1, "special tokens parse as one"
+    assert (
+        engine.generate(CHAT, GREEDY).text == get_engine(str(tiny_phi3_ov), "cpu").generate(CHAT, GREEDY).text
+    )
+    assert engine.count_tokens("Hello <|end|>") == engine.count_tokens("Hello ") + 1, (
+        "special tokens parse as one"
+    )
 
 
 def test_engines_are_shared_per_model_device_backend_and_options(tiny_phi3_ov: Path, ov_cpu: Engine) -> None:
-    assert get_engine(str(tiny_phi3_ov), "CPU", options=F32) is get_engine(str(tiny_phi3_ov), "cpu", options=F32)
+    assert get_engine(str(tiny_phi3_ov), "CPU", options=F32) is get_engine(
+        str(tiny_phi3_ov), "cpu", options=F32
+    )
     assert get_engine(str(tiny_phi3_ov), "cpu", options=F32) is ov_cpu
     assert get_engine(str(tiny_phi3_ov), "cpu") is not ov_cpu
 

@@ -48,7 +48,9 @@ def test_a_cached_model_loads_offline_and_generates(hub_cache: Path, tiny_phi3_o
     engine = get_engine("phi-3.5-mini", "cpu")
     assert engine.model_name == "microsoft/Phi-3.5-mini-instruct"
     assert engine.model_family == "phi3"
-    assert engine.generate("Hello", GenerationParams(max_new_tokens=3, ignore_eos=True)).completion_tokens == 3
+    assert (
+        engine.generate("Hello", GenerationParams(max_new_tokens=3, ignore_eos=True)).completion_tokens == 3
+    )
 
 
 def test_an_uncached_model_offline_says_what_to_download(hub_cache: Path) -> None:

@@ -126,7 +126,9 @@ def structured_output_config(constraint: Constraint | None) -> Any:
         return None
     if constraint.kind == "structural_tags":
         tags = ov_genai.StructuralTagsConfig(
-            structural_tags=[ov_genai.StructuralTagItem(begin=t.begin, schema=t.schema, end=t.end) for t in constraint.tags],
+            structural_tags=[
+                ov_genai.StructuralTagItem(begin=t.begin, schema=t.schema, end=t.end) for t in constraint.tags
+            ],
             triggers=list(constraint.triggers),
         )
         return ov_genai.StructuredOutputConfig(structural_tags_config=tags)
@@ -230,10 +232,10 @@ def _prepare_local(path: Path, device: str) -> Path:
 
 
 def _export_for(hf_dir: Path, device: str) -> Path:
-    raise ModelNotFoundError(
-        f"'{hf_dir}' is a Hugging Face checkpoint, not an OpenVINO model. Convert it first: "
-        f"phi3-aipc export {hf_dir} OUT --to openvino --for {device_kind(device).lower()}, then pass OUT."
-    )
+    """A HF checkpoint folder is exported once with the device's preset into the user cache, then reused."""
+    from phi3_aipc.export import auto_export
+
+    return auto_export(hf_dir, device)
 
 
 def _read_hf_config(path: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ COMMANDS = {
     "bench": "phi3_aipc.cli.bench",
     "chat": "phi3_aipc.cli.chat",
     "doctor": "phi3_aipc.cli.doctor",
+    "export": "phi3_aipc.cli.export",
 }
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
+import sys
 
 from phi3_aipc.backends import BACKENDS
 from phi3_aipc.devices import pick_device
 from phi3_aipc.errors import Phi3AIPCError
 from phi3_aipc.paths import cache_root
 
+ONNX_BUILDS = ("onnxruntime-genai", "onnxruntime-genai-directml", "onnxruntime-genai-cuda")
 HELP = "Show the devices, the installed backends with their versions, and what device='auto' chooses."
 
 
@@ -34,15 +36,41 @@ def openvino_devices() -> list[str] | None:
     return [f"{d} ({core.get_property(d, 'FULL_DEVICE_NAME')})" for d in core.available_devices]
 
 
+def onnx_genai_report() -> list[str]:
+    """The onnxruntime-genai builds installed and the execution providers the importable one has."""
+    builds = [f"{p} {v}" for p in ONNX_BUILDS if (v := _version(p))]
+    if not builds:
+        return [
+            "ONNX Runtime GenAI: not installed (pip install 'phi3-aipc[onnx]'; DirectML: 'phi3-aipc[directml]')"
+        ]
+    lines = [f"ONNX Runtime GenAI builds: {', '.join(builds)}"]
+    if len(builds) > 1:
+        lines.append(
+            "  Warning: these packages share the 'onnxruntime_genai' module and overwrite each other; keep one "
+            "(pip uninstall the others, then reinstall the one you want)."
+        )
+    try:
+        import onnxruntime_genai as og
+    except ImportError as exc:
+        return [*lines, f"  onnxruntime_genai does not import: {exc}"]
+    providers = ["CPU"] + [
+        name for name, ok in (("DirectML", og.is_dml_available()), ("CUDA", og.is_cuda_available())) if ok
+    ]
+    lines.append(f"  execution providers: {', '.join(providers)}")
+    if sys.platform == "win32" and "DirectML" not in providers:
+        lines.append(
+            "  DirectML (any DirectX 12 GPU) needs onnxruntime-genai-directml in place of the CPU build."
+        )
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     print("Backends:")
     for info in BACKENDS.values():
-        version = _version(info.package)
-        state = (
-            f"{info.package} {version}"
-            if version
-            else f"not installed: pip install 'phi3-aipc[{info.extra}]'"
-        )
+        # The onnx backend is served by whichever one of its builds (CPU, DirectML, CUDA) is installed.
+        packages = ONNX_BUILDS if info.name == "onnx" else (info.package,)
+        found = next((f"{p} {v}" for p in packages if (v := _version(p))), None)
+        state = found or f"not installed: pip install 'phi3-aipc[{info.extra}]'"
         print(f"  {info.name:<14} {state}   devices: {info.devices}")
     devices = openvino_devices()
     print("OpenVINO devices:", ", ".join(devices) if devices else "unknown (OpenVINO is not installed)")
@@ -54,5 +82,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"device='auto' cannot pick: {exc}")
         if "NPU" not in names:
             print("No NPU found. On Core Ultra laptops install the Intel NPU driver; see the README.")
+    for line in onnx_genai_report():
+        print(line)
     print(f"Cache (compiled models, exports): {cache_root()}")
     return 0

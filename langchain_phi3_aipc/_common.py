@@ -1,0 +1,115 @@
+"""Fields and translations shared by ChatPhi3AIPC and Phi3AIPC. No backend logic: everything runs in phi3_aipc."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from phi3_aipc import DEFAULT_MODEL, Engine, GenerationParams, GenerationResult, get_engine
+from phi3_aipc.errors import InvalidParameterError
+
+#: Per-call keyword arguments that override a field for one call.
+CALL_OVERRIDES = ("model", "temperature", "max_tokens", "top_p", "top_k", "seed", "repetition_penalty")
+
+
+class Phi3AIPCFields(BaseModel):
+    """The settings both LangChain classes share."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str = DEFAULT_MODEL
+    """Model: a Hugging Face repo id or alias ('phi-3-mini'), a local OpenVINO / ONNX folder, a .gguf, or 'smollm2'."""
+
+    device: str = "auto"
+    """Device: 'auto', 'npu', 'gpu', 'cpu' (OpenVINO ids such as 'GPU.1' pass through)."""
+
+    backend: str | None = None
+    """Backend: 'openvino' (default), 'onnx', 'transformers', ...; None picks the default."""
+
+    temperature: float | None = None
+    """Sampling temperature; None or 0 decodes greedily."""
+
+    max_tokens: int | None = None
+    """Most tokens to generate (the engine's default, 512, when None)."""
+
+    top_p: float | None = None
+    """Nucleus sampling: keep the smallest set of tokens whose probability adds up to top_p."""
+
+    top_k: int | None = None
+    """Sample from the k most likely tokens only."""
+
+    seed: int | None = None
+    """Random seed for sampling, for repeatable output."""
+
+    stop: list[str] | None = None
+    """Stop sequences: the output is cut at the first one, at the exact character; the stop text is not returned."""
+
+    streaming: bool = False
+    """Stream tokens (and fire on_llm_new_token) even when invoked without .stream()."""
+
+    repetition_penalty: float | None = None
+    """Penalty above 1.0 discourages repeating tokens."""
+
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Backend and device options, e.g. {'MAX_PROMPT_LEN': 2048, 'CACHE_DIR': '...'} for the NPU, or
+    {'NPUW_DEVICES': 'CPU'} to run the NPU pipeline on the CPU. Part of the shared engine's identity."""
+
+    constrained_decoding: bool = True
+    """Constrain decoding for tool calls and structured output where the backend can (OpenVINO GenAI does)."""
+
+    # -- engine ------------------------------------------------------------------------------------------------------
+    def _get_engine(self, model: str | None = None) -> Engine:
+        """The shared engine: loaded on first use, cached per (model, device, backend, options) in the process."""
+        return get_engine(model or self.model, self.device, self.backend, self.options)
+
+    async def _aget_engine(self, model: str | None = None) -> Engine:
+        # Loading takes seconds (minutes for a first NPU compile): never on the event loop.
+        return await asyncio.to_thread(self._get_engine, model)
+
+    def _params(self, stop: list[str] | None, overrides: dict[str, Any]) -> GenerationParams:
+        values = {
+            name: overrides.get(name, getattr(self, name)) for name in CALL_OVERRIDES if name != "model"
+        }
+        max_tokens = values.pop("max_tokens")
+        kwargs = {k: v for k, v in values.items() if v is not None}
+        if max_tokens is not None:
+            kwargs["max_new_tokens"] = max_tokens
+        return GenerationParams(stop=tuple(dict.fromkeys([*(self.stop or ()), *(stop or ())])), **kwargs)
+
+
+def split_call_kwargs(
+    kwargs: dict[str, Any], allowed: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(generation overrides, adapter kwargs); anything else is a mistake worth reporting."""
+    overrides = {k: kwargs.pop(k) for k in CALL_OVERRIDES if k in kwargs}
+    extra = {k: kwargs.pop(k) for k in allowed if k in kwargs}
+    if kwargs:
+        raise InvalidParameterError(
+            f"Unknown keyword argument(s) {', '.join(sorted(kwargs))}. Accepted per call: "
+            f"{', '.join((*CALL_OVERRIDES, 'stop', *allowed))}."
+        )
+    return overrides, extra
+
+
+def response_metadata(result: GenerationResult, finish_reason: str | None = None) -> dict[str, Any]:
+    timings = result.timings
+    return {
+        "model_name": result.model,
+        "model_provider": "phi3_aipc",
+        "device": result.device,
+        "backend": result.backend,
+        "finish_reason": finish_reason or result.finish_reason,
+        "ttft_ms": timings.ttft_ms,
+        "tpot_ms": timings.tpot_ms,
+        "tokens_per_second": timings.tokens_per_second,
+    }
+
+
+def usage(result: GenerationResult) -> dict[str, int]:
+    return {
+        "input_tokens": result.prompt_tokens,
+        "output_tokens": result.completion_tokens,
+        "total_tokens": result.total_tokens,
+    }

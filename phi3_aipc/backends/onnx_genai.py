@@ -1,0 +1,415 @@
+"""ONNX Runtime GenAI backend: DirectML (any DirectX 12 GPU on Windows), CPU, and CUDA.
+
+Devices: "cpu" runs on the onnxruntime-genai CPU build; "cuda" needs onnxruntime-genai-cuda; "gpu" on Windows and
+an explicit "dml"/"directml" run on DirectML (onnxruntime-genai-directml, Windows only). The three packages provide
+the same ``onnxruntime_genai`` module, so only one can be installed at a time.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import onnxruntime_genai as og
+
+from phi3_aipc import models
+from phi3_aipc.backends.base import Backend, Message, TextCallback
+from phi3_aipc.devices import device_kind, normalise_device
+from phi3_aipc.errors import (
+    DeviceNotFoundError,
+    ExecutionProviderNotInstalledError,
+    InvalidParameterError,
+    ModelNotFoundError,
+    UnsupportedFeatureError,
+)
+from phi3_aipc.params import BackendOutput, Constraint, GenerationParams, Timings
+
+KNOWN_OPTIONS = {"precision", "provider_options"}
+DEFAULT_PRECISION = "int4"
+
+# Target -> (ORT provider name, the package that has it, our pip extra, how users call it).
+PROVIDERS: dict[str, tuple[str | None, str, str, str]] = {
+    "CPU": (None, "onnxruntime-genai", "onnx", "CPU"),
+    "DML": ("dml", "onnxruntime-genai-directml", "directml", "DirectML"),
+    "CUDA": ("cuda", "onnxruntime-genai-cuda", "onnx-cuda", "CUDA"),
+}
+BUILD_PACKAGES = ("onnxruntime-genai", "onnxruntime-genai-directml", "onnxruntime-genai-cuda")
+# Constraint kinds -> llguidance grammar types that GeneratorParams.set_guidance takes.
+GUIDANCE_TYPES = {"json_schema": "json_schema", "regex": "regex", "grammar": "lark_grammar"}
+
+
+def installed_builds() -> list[str]:
+    """The onnxruntime-genai packages installed, as 'name version' (normally exactly one)."""
+    found = []
+    for package in BUILD_PACKAGES:
+        try:
+            found.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def is_windows() -> bool:
+    return sys.platform == "win32"
+
+
+def provider_available(target: str) -> bool:
+    """Whether the installed build has the provider for ``target`` ('CPU', 'DML', 'CUDA')."""
+    if target == "DML":
+        return bool(og.is_dml_available())
+    if target == "CUDA":
+        return bool(og.is_cuda_available())
+    return True
+
+
+class OnnxGenAIBackend(Backend):
+    name = "onnx"
+    constraint_kinds = frozenset({"json_schema", "regex", "grammar", "structural_tags"})
+
+    def __init__(self, model: Any, model_name: str, device: str, model_path: Path):
+        super().__init__(model_name, device)
+        self._model = model
+        self._tokenizer = og.Tokenizer(model)
+        self._model_path = model_path
+        self._genai_config = _read_genai_config(model_path)
+        self._eos = {int(t) for t in self._tokenizer.eos_token_ids}
+
+    # -- loading ---------------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, model: str | None, device: str | None, options: dict[str, Any]) -> OnnxGenAIBackend:
+        unknown = set(options) - KNOWN_OPTIONS
+        if unknown:
+            raise InvalidParameterError(
+                f"Unknown option(s) for the onnx backend: {sorted(unknown)}; it accepts {sorted(KNOWN_OPTIONS)} "
+                f"(precision: int4|fp16|fp32 for exports of a Hugging Face checkpoint; provider_options: a dict "
+                f"passed to the execution provider, e.g. {{'device_id': '1'}} for a second DirectML adapter)."
+            )
+        target = pick_target(normalise_device(device))
+        path = resolve_model(model, target, str(options.get("precision", DEFAULT_PRECISION)))
+        started = time.perf_counter()
+        loaded = load_model(path, target, options.get("provider_options") or {})
+        backend = cls(loaded, models.canonical_model_id(model), target, path)
+        backend.load_ms = (time.perf_counter() - started) * 1000
+        return backend
+
+    # -- what the engine asks --------------------------------------------------------------------------------------
+    @property
+    def context_window(self) -> int | None:
+        length = self._genai_config.get("model", {}).get("context_length")
+        return int(length) if length else None
+
+    @property
+    def model_family(self) -> str:
+        family = models.guess_family(self.model_name)
+        config = self._genai_config.get("model", {})
+        if family == "other" and config.get("type") == "phi3":
+            # Phi-4-mini reuses the phi3 architecture; its 200k vocabulary tells it apart.
+            family = "phi4" if config.get("vocab_size", 0) > 100_000 else "phi3"
+        return family
+
+    def apply_chat_template(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> str:
+        try:
+            messages_json = json.dumps([dict(m) for m in messages])
+            tools_json = json.dumps(tools) if tools else None
+        except TypeError as exc:
+            raise InvalidParameterError(f"Messages and tools must be JSON-serialisable: {exc}") from exc
+        return self._tokenizer.apply_chat_template(
+            messages_json, tools=tools_json, add_generation_prompt=True
+        )
+
+    def count_tokens(self, prompt: str) -> int:
+        return len(self._tokenizer.encode(prompt))
+
+    def generate(
+        self,
+        prompt: str,
+        params: GenerationParams,
+        on_text: TextCallback,
+        constraint: Constraint | None = None,
+    ) -> BackendOutput:
+        # Timed like OpenVINO GenAI's PerfMetrics: from the start of generate(), tokenization included.
+        started = time.perf_counter()
+        input_ids = self._tokenizer.encode(prompt)
+        generator_params = og.GeneratorParams(self._model)
+        generator_params.set_search_options(**self._search_options(params, len(input_ids)))
+        if constraint is not None:
+            generator_params.set_guidance(*guidance(constraint))
+        generator = og.Generator(self._model, generator_params)
+        generator.append_tokens(input_ids)
+        try:
+            token_times = self._decode_loop(generator, on_text)
+        except RuntimeError as exc:
+            if constraint is not None and "satisfy the grammar" in str(exc):
+                raise UnsupportedFeatureError(
+                    "ONNX Runtime GenAI's constrained decoder (llguidance) failed on a token it had allowed. "
+                    "onnxruntime-genai 0.18 does this with some characters of three or more UTF-8 bytes in "
+                    "byte-level tokenizers (e.g. CJK text). Use backend='openvino' for this constraint, or keep "
+                    f"the constrained output to ASCII. Detail: {str(exc).splitlines()[0]}"
+                ) from exc
+            raise
+        return BackendOutput(
+            prompt_tokens=len(input_ids),
+            completion_tokens=len(token_times),
+            timings=_timings(started, token_times),
+        )
+
+    def _decode_loop(self, generator: Any, on_text: TextCallback) -> list[float]:
+        # TokenizerStream holds back bytes of a character split across tokens, so no delta is ever mangled UTF-8.
+        stream = self._tokenizer.create_stream()
+        token_times: list[float] = []
+        while not generator.is_done():
+            generator.generate_next_token()
+            token = int(generator.get_next_tokens()[0])
+            token_times.append(time.perf_counter())
+            if token in self._eos:
+                continue  # counted like OpenVINO GenAI counts it, never shown
+            delta = stream.decode(token)
+            if delta and not on_text(delta):
+                break
+        return token_times
+
+    def _search_options(self, params: GenerationParams, prompt_tokens: int) -> dict[str, Any]:
+        # ORT's max_length counts the prompt too. The engine has already refused prompts that fill the context.
+        max_length = prompt_tokens + params.max_new_tokens
+        window = self.context_window
+        if window is not None:
+            max_length = min(max_length, window)
+        options: dict[str, Any] = {"max_length": max_length, "do_sample": params.sampling}
+        if params.ignore_eos:
+            # min_length masks the end-of-sequence tokens until max_length: a fixed output length for benchmarks.
+            options["min_length"] = max_length
+        if params.sampling:
+            options["temperature"] = params.temperature if params.temperature else 1.0
+            options["top_p"] = params.top_p if params.top_p is not None else 1.0
+            # top_k 0/None means no top-k filter, as in the other backends; ORT's own default is 50.
+            vocab = int(self._genai_config.get("model", {}).get("vocab_size", 0)) or 1 << 30
+            options["top_k"] = params.top_k if params.top_k else vocab
+            if params.seed is not None:
+                options["random_seed"] = params.seed
+        if params.repetition_penalty is not None:
+            options["repetition_penalty"] = params.repetition_penalty
+        return options
+
+    def close(self) -> None:
+        self._tokenizer = None
+        self._model = None
+
+
+def _timings(started: float, token_times: list[float]) -> Timings:
+    total = (time.perf_counter() - started) * 1000
+    if not token_times:
+        return Timings(generate_ms=total)
+    ttft = (token_times[0] - started) * 1000
+    gaps = len(token_times) - 1
+    tpot = (token_times[-1] - token_times[0]) * 1000 / gaps if gaps else None
+    return Timings(
+        ttft_ms=ttft, tpot_ms=tpot, tokens_per_second=1000.0 / tpot if tpot else None, generate_ms=total
+    )
+
+
+# -- constrained decoding ----------------------------------------------------------------------------------------
+def guidance(constraint: Constraint) -> tuple[str, str]:
+    """(type, data) for ``GeneratorParams.set_guidance``; structural tags become a Lark grammar."""
+    if constraint.kind == "structural_tags":
+        return "lark_grammar", structural_tags_lark(constraint)
+    if constraint.kind == "json_schema":
+        return "json_schema", _schema_json(constraint.value)
+    return GUIDANCE_TYPES[constraint.kind], constraint.value
+
+
+def structural_tags_lark(constraint: Constraint) -> str:
+    """Free text; once the model writes a trigger, it must finish one tag that begins with it (JSON inside).
+
+    Each segment up to a trigger is a lazy lexeme, which ends at the trigger's first occurrence; the tail after
+    the last tag is free text that cannot contain a trigger. (A free-text lexeme followed by a literal trigger
+    does not work: llguidance would have to split a token such as " Paris" across the two lexemes after the fact.)
+    """
+    lines = []
+    segments = []
+    for i, trigger in enumerate(constraint.triggers):
+        tags = [t for t in constraint.tags if t.begin.startswith(trigger)]
+        if not tags:
+            raise InvalidParameterError(
+                f"Structural-tags trigger {trigger!r} starts none of the tags' begin strings."
+            )
+        segments.append(f"pre_{i} tag_{i}")
+        lines.append(f"pre_{i}[lazy]: /{_ANY}*{_regex_literal(trigger)}/")
+        alternatives = [
+            f"{_lark_string(t.begin[len(trigger) :])} %json {_schema_json(t.schema)} {_lark_string(t.end)}"
+            for t in tags
+        ]
+        lines.append(f"tag_{i}: " + " | ".join(alternatives))
+    any_trigger = "|".join(_regex_literal(t) for t in constraint.triggers)
+    lines.append(f"TAIL: /{_ANY}*/ & ~/{_ANY}*({any_trigger}){_ANY}*/")
+    return "\n".join([f"start: ({' | '.join(segments)})* TAIL", *lines]) + "\n"
+
+
+_ANY = r"(.|\n)"
+_REGEX_SPECIAL = set("\\.+*?()|[]{}^$#&-~/")
+
+
+def _regex_literal(text: str) -> str:
+    """``text`` as a literal inside a Lark /regex/ (Rust regex syntax; '/' ends the regex)."""
+    escaped = []
+    for char in text:
+        if char == "\n":
+            escaped.append(r"\n")
+        elif char == "\t":
+            escaped.append(r"\t")
+        elif char in _REGEX_SPECIAL:
+            escaped.append("\\" + char)
+        else:
+            escaped.append(char)
+    return "".join(escaped)
+
+
+def _lark_string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False) if text else '""'
+
+
+def _schema_json(schema: str) -> str:
+    """The schema with llguidance told to write compact JSON, unless the schema says otherwise.
+
+    With free whitespace, small models loop on newlines and spaces inside the object until max_new_tokens
+    (SmolLM2 did, every time); OpenVINO GenAI's tool-call output is compact too.
+    """
+    try:
+        parsed = json.loads(schema)
+    except ValueError as exc:
+        raise InvalidParameterError(f"The JSON schema is not valid JSON: {exc}") from exc
+    if isinstance(parsed, dict) and "x-guidance" not in parsed:
+        parsed = {**parsed, "x-guidance": {"whitespace_flexible": False}}
+    return json.dumps(parsed)
+
+
+# -- devices -----------------------------------------------------------------------------------------------------
+def pick_target(requested: str) -> str:
+    """'AUTO'/'CPU'/'GPU'/'DML'/'DIRECTML'/'CUDA' -> 'CPU', 'DML' or 'CUDA', checked against the installed build."""
+    kind = device_kind(requested.replace(":", "."))
+    if kind == "AUTO":
+        if is_windows() and provider_available("DML"):
+            return "DML"
+        return "CUDA" if provider_available("CUDA") else "CPU"
+    if kind == "CPU":
+        return "CPU"
+    if kind in ("DML", "DIRECTML"):
+        if not is_windows():
+            raise DeviceNotFoundError(
+                "DirectML runs only on Windows (it is a DirectX 12 API), and onnxruntime-genai-directml installs only "
+                "there. Use device='cpu' here, device='cuda' on an NVIDIA GPU, or backend='openvino' for an Intel GPU."
+            )
+        return _require_provider("DML")
+    if kind == "GPU":
+        if is_windows():
+            return _require_provider("DML")
+        if provider_available("CUDA"):
+            return "CUDA"
+        raise DeviceNotFoundError(
+            "For the onnx backend 'gpu' means DirectML on Windows and CUDA elsewhere; this is not Windows and the "
+            f"installed build ({', '.join(installed_builds()) or 'none'}) has no CUDA. Use device='cpu', install "
+            "onnxruntime-genai-cuda for an NVIDIA GPU, or use backend='openvino' for an Intel GPU."
+        )
+    if kind == "CUDA":
+        return _require_provider("CUDA")
+    if kind == "NPU":
+        raise DeviceNotFoundError("The onnx backend does not drive the NPU; use backend='openvino' for it.")
+    raise DeviceNotFoundError(
+        f"Device '{requested.lower()}' is not one the onnx backend knows: use 'auto', 'cpu', 'gpu', 'dml' "
+        f"(DirectML, Windows) or 'cuda'."
+    )
+
+
+def _require_provider(target: str) -> str:
+    if not provider_available(target):
+        raise _provider_error(target)
+    return target
+
+
+def _provider_error(target: str, cause: BaseException | None = None) -> ExecutionProviderNotInstalledError:
+    _, package, extra, label = PROVIDERS[target]
+    installed = ", ".join(installed_builds()) or "onnxruntime-genai (version unknown)"
+    return ExecutionProviderNotInstalledError(label, package, extra, installed, cause)
+
+
+def load_model(path: Path, target: str, provider_options: dict[str, Any]) -> Any:
+    """``og.Model`` for ``path`` with the providers chosen through ``Config.clear_providers``/``append_provider``."""
+    config = og.Config(str(path))
+    # Start from no providers: a model exported for DirectML or CUDA names its provider in genai_config.json.
+    config.clear_providers()
+    provider = PROVIDERS[target][0]
+    if provider is not None:
+        config.append_provider(provider)
+        for key, value in provider_options.items():
+            config.set_provider_option(provider, str(key), str(value))
+    elif provider_options:
+        raise InvalidParameterError("provider_options apply to DirectML and CUDA only, not to the CPU.")
+    try:
+        return og.Model(config)
+    except (
+        Exception
+    ) as exc:  # og raises plain RuntimeError/OrtException; keep the ones that mean "no provider"
+        # "...has not been built with DML support" / "Cuda interface not available: Failed to load library".
+        message = str(exc).lower()
+        if provider is not None and ("built with" in message or "interface not available" in message):
+            raise _provider_error(target, exc) from exc
+        raise
+
+
+# -- model resolution ------------------------------------------------------------------------------------------
+def resolve_model(model: str | None, target: str, precision: str = DEFAULT_PRECISION) -> Path:
+    """A local ONNX Runtime GenAI folder for ``model`` on ``target`` ('CPU', 'DML', 'CUDA')."""
+    model_id = models.canonical_model_id(model)
+    if model_id.lower() == models.SMOLLM2_ALIAS:
+        raise ModelNotFoundError(
+            "The packaged SmolLM2 is a quantized GGUF, which ONNX Runtime GenAI cannot load (its builder reads only "
+            "float16/float32 GGUF files). Convert it to a Hugging Face folder first, e.g. "
+            "`phi3_aipc.testing.build_smollm2_hf(DIR)`, and pass DIR (it is exported to ONNX on first load), or "
+            "use backend='openvino', which loads the GGUF directly."
+        )
+    path = models.local_path(model_id)
+    if path is not None:
+        return _prepare_local(path, target, precision)
+    known = models.known_model(model_id)
+    if known is not None:
+        repo, subfolder = known.onnx[target.lower()]
+        return _prepare_local(
+            models.fetch_from_hub(repo, subfolder=subfolder, what="the ONNX model"), target, precision
+        )
+    if models.is_repo_id(model_id):
+        return _prepare_local(models.fetch_from_hub(model_id, what="the ONNX model"), target, precision)
+    raise ModelNotFoundError(f"'{model_id}' is neither a local path nor a Hugging Face repo id.")
+
+
+def _prepare_local(path: Path, target: str, precision: str) -> Path:
+    if path.is_file():
+        if path.name == "genai_config.json":
+            return path.parent
+        if path.suffix.lower() == ".gguf":
+            raise ModelNotFoundError(
+                f"'{path}' is a GGUF file; ONNX Runtime GenAI loads only its own folders (genai_config.json). "
+                f"Use backend='openvino' for GGUF files, or pass the Hugging Face checkpoint folder instead."
+            )
+        raise ModelNotFoundError(
+            f"'{path}' is a file; pass an ONNX Runtime GenAI folder (with genai_config.json)."
+        )
+    if (path / "genai_config.json").is_file():
+        return path
+    if (path / "config.json").is_file():
+        from phi3_aipc.convert_onnx import cached_export
+
+        return cached_export(path, precision, target.lower())  # type: ignore[arg-type]
+    raise ModelNotFoundError(
+        f"'{path}' holds no ONNX Runtime GenAI model (genai_config.json) and no Hugging Face checkpoint "
+        f"(config.json). Pass a folder with either, e.g. a subfolder of microsoft/Phi-3-mini-4k-instruct-onnx."
+    )
+
+
+def _read_genai_config(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / "genai_config.json").read_text())
+    except (OSError, ValueError):
+        return {}
