@@ -37,6 +37,8 @@ class OpenVINOGenAIBackend(Backend):
         self._model_path = model_path
         self._config = config
         self._hf_config = _read_hf_config(model_path)
+        # Read once: parsing a GGUF header takes seconds, and the engine asks before every generation.
+        self._window = self._hf_config.get("max_position_embeddings") or _gguf_context_length(model_path)
 
     # -- loading ---------------------------------------------------------------------------------------------------
     @classmethod
@@ -64,7 +66,7 @@ class OpenVINOGenAIBackend(Backend):
     def context_window(self) -> int | None:
         if self.is_npu:
             return int(self._config["MAX_PROMPT_LEN"]) + int(self._config["MIN_RESPONSE_LEN"])
-        return self._hf_config.get("max_position_embeddings") or _gguf_context_length(self._model_path)
+        return self._window
 
     @property
     def model_family(self) -> str:

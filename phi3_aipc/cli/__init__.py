@@ -11,6 +11,8 @@ from phi3_aipc.errors import Phi3AIPCError
 # name -> module; each module defines add_arguments(parser) and run(args) -> int, plus a HELP line.
 COMMANDS = {
     "ask": "phi3_aipc.cli.ask",
+    "bench": "phi3_aipc.cli.bench",
+    "chat": "phi3_aipc.cli.chat",
     "doctor": "phi3_aipc.cli.doctor",
     "export": "phi3_aipc.cli.export",
 }

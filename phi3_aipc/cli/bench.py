@@ -1,0 +1,87 @@
+"""`phi3-aipc bench`: load time, TTFT, TPOT, tokens/s and peak memory for several devices and backends at once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from phi3_aipc.bench import (
+    THROUGH_CHOICES,
+    Settings,
+    format_machine,
+    format_table,
+    parse_target_args,
+    run_benchmark,
+)
+from phi3_aipc.errors import InvalidParameterError
+
+HELP = (
+    "Benchmark a model: cold/warm load, TTFT, TPOT, decode and end-to-end tokens/s, peak RSS; several devices "
+    "and backends in one run, optionally through the LangChain / LlamaIndex wrappers."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="Model to measure (any form `ask` accepts).")
+    parser.add_argument(
+        "--synthetic",
+        default=None,
+        choices=("phi-3-mini", "phi-3.5-mini", "phi-4-mini"),
+        help="Measure a random-weight model with this exact architecture, INT4 sym g128 (built and cached on "
+        "first use: ~15 minutes, ~10 GB RAM). Instead of --model.",
+    )
+    parser.add_argument("--device", nargs="+", default=["cpu"], help="One or more devices (default: cpu).")
+    parser.add_argument(
+        "--backend", nargs="+", default=None, help="One or more backends (default: openvino)."
+    )
+    parser.add_argument(
+        "--option",
+        "-o",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Backend/device option for every target, e.g. -o NPUW_DEVICES=CPU -o MAX_PROMPT_LEN=1024.",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=3, help="Measured runs per input length (after 1 warm-up)."
+    )
+    parser.add_argument("--input-tokens", type=int, nargs="+", default=[32, 1024], help="Prompt lengths.")
+    parser.add_argument("--output-tokens", type=int, default=128, help="New tokens, forced past EOS.")
+    parser.add_argument("--no-cold", action="store_true", help="Skip the cold-load process.")
+    parser.add_argument(
+        "--through",
+        nargs="+",
+        default=[],
+        choices=THROUGH_CHOICES,
+        help="Also measure the same generation through these wrappers, against the raw engine.",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="Write the full report as JSON here.")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.synthetic and args.model:
+        raise InvalidParameterError("Pass either --model or --synthetic, not both.")
+    if args.synthetic:
+        from phi3_aipc.synthetic import synthetic_model
+
+        print(f"Preparing synthetic {args.synthetic} (built once, then cached)...", file=sys.stderr)
+        args.model = str(synthetic_model(args.synthetic, "int4"))
+    elif not args.model:
+        raise InvalidParameterError("Pass --model (e.g. --model smollm2) or --synthetic phi-3-mini.")
+    settings = Settings(
+        runs=args.runs,
+        input_tokens=tuple(args.input_tokens),
+        output_tokens=args.output_tokens,
+        through=tuple(args.through),
+        cold=not args.no_cold,
+    )
+    report = run_benchmark(parse_target_args(args), settings, log=lambda line: print(line, file=sys.stderr))
+    print(format_machine(report))
+    print()
+    print(format_table(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+        print(f"\nJSON written to {args.json}", file=sys.stderr)
+    return 1 if any("error" in entry for entry in report["results"]) else 0
