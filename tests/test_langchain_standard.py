@@ -113,6 +113,13 @@ class TestChatPhi3AIPCIntegration(_Common, ChatModelIntegrationTests):
         type(self)._roomy = request.node.name.startswith(self.ROOMY_TESTS)
 
     @property
+    def model_override_value(self) -> str | None:
+        # The same SmolLM2, named by its GGUF path instead of the alias: a second engine, loaded per call.
+        from phi3_aipc.models import smollm2_gguf
+
+        return str(smollm2_gguf())
+
+    @property
     def chat_model_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"model": "smollm2", "device": "cpu", "max_tokens": 40}
         if self._roomy:
