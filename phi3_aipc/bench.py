@@ -259,9 +259,16 @@ def time_stream(start: Callable[[], Iterator[Any]], text_of: Callable[[Any], str
 
 
 def _raw_run(engine: Any, messages: list[dict[str, str]], params: Any) -> tuple[StreamTiming, Any]:
-    stream = engine.stream(messages, params)
-    timing = time_stream(lambda: stream)
-    return timing, stream.result
+    opened: list[Any] = []
+
+    def start() -> Any:
+        # Opened inside the timed call: the worker thread starts generating at once, and a backend that holds
+        # the GIL while it prefills (ONNX Runtime GenAI) would otherwise hide its prefill from the clock.
+        opened.append(engine.stream(messages, params))
+        return opened[0]
+
+    timing = time_stream(start)
+    return timing, opened[0].result
 
 
 # -- wrappers (imported lazily) ------------------------------------------------------------------------------------
