@@ -77,3 +77,12 @@ def test_a_folder_that_is_no_model_is_refused(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(ModelNotFoundError, match="holds no OpenVINO model"):
         resolve_model(str(tmp_path), "CPU")
+
+
+def test_the_family_comes_from_the_name_else_from_the_config() -> None:
+    from phi3_aipc.models import guess_family
+
+    assert guess_family("microsoft/Phi-4-mini-instruct") == "phi4"
+    assert guess_family("/models/my-export", "phi3", 200_064) == "phi4"  # Phi-4-mini reuses the phi3 architecture
+    assert guess_family("/models/my-export", "phi3", 32_064) == "phi3"
+    assert guess_family("/models/smollm2.gguf", "llama", 49_152) == "other"

@@ -104,12 +104,8 @@ class OnnxGenAIBackend(Backend):
 
     @property
     def model_family(self) -> str:
-        family = models.guess_family(self.model_name)
         config = self._genai_config.get("model", {})
-        if family == "other" and config.get("type") == "phi3":
-            # Phi-4-mini reuses the phi3 architecture; its 200k vocabulary tells it apart.
-            family = "phi4" if config.get("vocab_size", 0) > 100_000 else "phi3"
-        return family
+        return models.guess_family(self.model_name, config.get("type"), config.get("vocab_size"))
 
     def apply_chat_template(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> str:
         try:

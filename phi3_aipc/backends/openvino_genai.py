@@ -70,11 +70,8 @@ class OpenVINOGenAIBackend(Backend):
 
     @property
     def model_family(self) -> str:
-        family = models.guess_family(self.model_name)
-        if family == "other" and self._hf_config.get("model_type") == "phi3":
-            # Phi-4-mini reuses the phi3 architecture; its 200k vocabulary tells it apart.
-            family = "phi4" if self._hf_config.get("vocab_size", 0) > 100_000 else "phi3"
-        return family
+        config = self._hf_config
+        return models.guess_family(self.model_name, config.get("model_type"), config.get("vocab_size"))
 
     def apply_chat_template(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> str:
         return self._tokenizer.apply_chat_template(

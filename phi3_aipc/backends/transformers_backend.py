@@ -54,10 +54,8 @@ class TransformersBackend(Backend):
 
     @property
     def model_family(self) -> str:
-        family = models.guess_family(self.model_name)
-        if family == "other" and self._model.config.model_type == "phi3":
-            family = "phi4" if self._model.config.vocab_size > 100_000 else "phi3"
-        return family
+        config = self._model.config
+        return models.guess_family(self.model_name, config.model_type, config.vocab_size)
 
     def apply_chat_template(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> str:
         return self._tokenizer.apply_chat_template(
