@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -185,7 +184,7 @@ class Phi3AIPC(FunctionCallingLLM):
     @property
     def metadata(self) -> LLMMetadata:
         engine = self.engine
-        window = self.context_window or _context_window(engine)
+        window = self.context_window or engine.context_window
         if window is None:
             logger.warning(
                 "The context window of %s is unknown; assuming %d tokens. Pass context_window= to set it.",
@@ -609,17 +608,6 @@ def _describe(name: str, description: str) -> str:
     if newline and first.startswith(f"{name}(") and rest.strip():
         return rest.strip()
     return description
-
-
-# LlamaIndex reads metadata on every call (to_payload), and the engine may compute the window by reading the model
-# file (a GGUF's header takes seconds): ask each engine once.
-_windows: weakref.WeakKeyDictionary[Engine, int | None] = weakref.WeakKeyDictionary()
-
-
-def _context_window(engine: Engine) -> int | None:
-    if engine not in _windows:
-        _windows[engine] = engine.context_window
-    return _windows[engine]
 
 
 def _final(result: GenerationResult | None) -> GenerationResult:

@@ -194,14 +194,16 @@ def _check_ratio(ratio: Any) -> float:
     return float(ratio)
 
 
+def _given_compression_options(sym: bool | None, group_size: int | None, ratio: float | None) -> list[str]:
+    """The compression flags the user set, named as on the command line."""
+    flags = (("--sym/--asym", sym), ("--group-size", group_size), ("--ratio", ratio))
+    return [name for name, value in flags if value is not None]
+
+
 def _no_compression_options(
     precision: str, sym: bool | None, group_size: int | None, ratio: float | None
 ) -> None:
-    given = [
-        name
-        for name, value in (("--sym/--asym", sym), ("--group-size", group_size), ("--ratio", ratio))
-        if value is not None
-    ]
+    given = _given_compression_options(sym, group_size, ratio)
     if given:
         raise InvalidParameterError(
             f"{', '.join(given)} only apply to int4/int8 weight compression, not --precision {precision}: drop them."
@@ -215,11 +217,7 @@ def _onnx_plan(
         raise InvalidParameterError(
             "The ONNX Runtime GenAI builder has no Intel NPU target. For the NPU use: --to openvino --for npu."
         )
-    given = [
-        name
-        for name, value in (("--sym/--asym", sym), ("--group-size", group_size), ("--ratio", ratio))
-        if value is not None
-    ]
+    given = _given_compression_options(sym, group_size, ratio)
     if given:
         raise InvalidParameterError(
             f"{', '.join(given)} apply to --to openvino only; the ONNX Runtime GenAI builder picks its own "
