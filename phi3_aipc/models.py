@@ -96,19 +96,6 @@ def known_model(model: str) -> KnownModel | None:
     return KNOWN_MODELS.get(model.lower())
 
 
-def guess_family(model: str, model_type: str | None = None, vocab_size: int | None = None) -> str:
-    """'phi4', 'phi3' or 'other', from the model's name, else from its config's architecture and vocabulary."""
-    lowered = model.lower()
-    if "phi-4" in lowered or "phi4" in lowered:
-        return "phi4"
-    if "phi-3" in lowered or "phi3" in lowered:
-        return "phi3"
-    if model_type == "phi3":
-        # Phi-4-mini reuses the phi3 architecture; its 200k vocabulary tells it apart.
-        return "phi4" if (vocab_size or 0) > 100_000 else "phi3"
-    return "other"
-
-
 def local_path(model: str) -> Path | None:
     """The model as a local path, if it is one. A path-looking string that does not exist is an error."""
     path = Path(os.path.expanduser(model))

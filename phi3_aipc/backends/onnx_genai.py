@@ -18,6 +18,7 @@ import onnxruntime_genai as og
 
 from phi3_aipc import models
 from phi3_aipc.backends.base import Backend, Message, TextCallback
+from phi3_aipc.families import detect_family
 from phi3_aipc.devices import device_kind, normalise_device
 from phi3_aipc.errors import (
     DeviceNotFoundError,
@@ -105,7 +106,7 @@ class OnnxGenAIBackend(Backend):
     @property
     def model_family(self) -> str:
         config = self._genai_config.get("model", {})
-        return models.guess_family(self.model_name, config.get("type"), config.get("vocab_size"))
+        return detect_family(self.model_name, config.get("type"), config.get("vocab_size")).name
 
     def apply_chat_template(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> str:
         try:

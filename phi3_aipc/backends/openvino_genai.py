@@ -11,6 +11,7 @@ import openvino_genai as ov_genai
 
 from phi3_aipc import models
 from phi3_aipc.backends.base import Backend, Message, TextCallback
+from phi3_aipc.families import detect_family
 from phi3_aipc.devices import device_kind, normalise_device, pick_device
 from phi3_aipc.errors import DeviceNotFoundError, InvalidParameterError, ModelNotFoundError
 from phi3_aipc.params import BackendOutput, Constraint, GenerationParams, Timings
@@ -71,7 +72,7 @@ class OpenVINOGenAIBackend(Backend):
     @property
     def model_family(self) -> str:
         config = self._hf_config
-        return models.guess_family(self.model_name, config.get("model_type"), config.get("vocab_size"))
+        return detect_family(self.model_name, config.get("model_type"), config.get("vocab_size")).name
 
     def apply_chat_template(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> str:
         return self._tokenizer.apply_chat_template(

@@ -12,6 +12,7 @@ import transformers
 from phi3_aipc import models
 from phi3_aipc.backends._hf_streaming import stream_generate
 from phi3_aipc.backends.base import Backend, Message, TextCallback
+from phi3_aipc.families import detect_family
 from phi3_aipc.devices import normalise_device
 from phi3_aipc.errors import DeviceNotFoundError, InvalidParameterError, ModelNotFoundError
 from phi3_aipc.params import BackendOutput, Constraint, GenerationParams
@@ -55,7 +56,7 @@ class TransformersBackend(Backend):
     @property
     def model_family(self) -> str:
         config = self._model.config
-        return models.guess_family(self.model_name, config.model_type, config.vocab_size)
+        return detect_family(self.model_name, config.model_type, config.vocab_size).name
 
     def apply_chat_template(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> str:
         return self._tokenizer.apply_chat_template(
