@@ -51,6 +51,10 @@ class Engine:
         return self.backend.model_family
 
     @property
+    def special_tokens(self) -> frozenset[str]:
+        return self.backend.special_tokens
+
+    @property
     def constraint_kinds(self) -> frozenset[str]:
         return self.backend.constraint_kinds
 

@@ -42,6 +42,11 @@ class Backend(ABC):
         return None
 
     @property
+    def special_tokens(self) -> frozenset[str]:
+        """The tokenizer's control tokens as text (e.g. '<|end|>'), so message content can be kept from forging them."""
+        return frozenset()
+
+    @property
     def model_family(self) -> str:
         """'phi3', 'phi4', or 'other': picks the tool-call format."""
         return "other"
