@@ -18,7 +18,6 @@ import onnxruntime_genai as og
 
 from phi3_aipc import models
 from phi3_aipc.backends.base import Backend, Message, TextCallback
-from phi3_aipc.families import detect_family
 from phi3_aipc.devices import device_kind, normalise_device
 from phi3_aipc.errors import (
     DeviceNotFoundError,
@@ -27,6 +26,7 @@ from phi3_aipc.errors import (
     ModelNotFoundError,
     UnsupportedFeatureError,
 )
+from phi3_aipc.families import detect_family
 from phi3_aipc.params import BackendOutput, Constraint, GenerationParams, Timings
 
 KNOWN_OPTIONS = {"precision", "provider_options"}

@@ -11,9 +11,9 @@ import openvino_genai as ov_genai
 
 from phi3_aipc import models
 from phi3_aipc.backends.base import Backend, Message, TextCallback
-from phi3_aipc.families import detect_family
 from phi3_aipc.devices import device_kind, normalise_device, pick_device
 from phi3_aipc.errors import DeviceNotFoundError, InvalidParameterError, ModelNotFoundError
+from phi3_aipc.families import detect_family
 from phi3_aipc.params import BackendOutput, Constraint, GenerationParams, Timings
 from phi3_aipc.paths import compile_cache_dir
 

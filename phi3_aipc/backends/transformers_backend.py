@@ -12,9 +12,9 @@ import transformers
 from phi3_aipc import models
 from phi3_aipc.backends._hf_streaming import stream_generate
 from phi3_aipc.backends.base import Backend, Message, TextCallback
-from phi3_aipc.families import detect_family
 from phi3_aipc.devices import normalise_device
 from phi3_aipc.errors import DeviceNotFoundError, InvalidParameterError, ModelNotFoundError
+from phi3_aipc.families import detect_family
 from phi3_aipc.params import BackendOutput, Constraint, GenerationParams
 
 KNOWN_OPTIONS = {"trust_remote_code", "dtype"}
