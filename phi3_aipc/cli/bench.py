@@ -7,20 +7,16 @@ import json
 import sys
 from pathlib import Path
 
-from phi3_aipc.bench import (
-    THROUGH_CHOICES,
-    Settings,
-    format_machine,
-    format_table,
-    parse_target_args,
-    run_benchmark,
-)
+from phi3_aipc.bench import Settings, format_machine, format_table, run_benchmark, targets_for
+from phi3_aipc.cli.common import parse_options
 from phi3_aipc.errors import InvalidParameterError
+from phi3_aipc.testing.synthetic import synthetic_names
 
 HELP = (
     "Benchmark a model: cold/warm load, TTFT, TPOT, decode and end-to-end tokens/s, peak RSS; several devices "
-    "and backends in one run, optionally through the LangChain / LlamaIndex wrappers."
+    "and backends in one run."
 )
+WRAPPER_SCRIPT = "benchmarks/wrapper_overhead.py"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,13 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--synthetic",
         default=None,
-        choices=("phi-3-mini", "phi-3.5-mini", "phi-4-mini"),
+        choices=synthetic_names(),
         help="Measure a random-weight model with this exact architecture, INT4 sym g128 (built and cached on "
         "first use: ~15 minutes, ~10 GB RAM). Instead of --model.",
     )
     parser.add_argument("--device", nargs="+", default=["cpu"], help="One or more devices (default: cpu).")
     parser.add_argument(
-        "--backend", nargs="+", default=None, help="One or more backends (default: openvino)."
+        "--backend", nargs="+", default=["openvino"], help="One or more backends (default: openvino)."
     )
     parser.add_argument(
         "--option",
@@ -54,30 +50,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--through",
         nargs="+",
         default=[],
-        choices=THROUGH_CHOICES,
-        help="Also measure the same generation through these wrappers, against the raw engine.",
+        metavar="WRAPPER",
+        help=f"Moved: the LangChain / LlamaIndex comparison is `python {WRAPPER_SCRIPT}` in the source tree.",
     )
     parser.add_argument("--json", type=Path, default=None, help="Write the full report as JSON here.")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.synthetic and args.model:
-        raise InvalidParameterError("Pass either --model or --synthetic, not both.")
+    _check_arguments(args)
     if args.synthetic:
-        from phi3_aipc.synthetic import synthetic_model
+        from phi3_aipc.testing.synthetic import synthetic_model
 
         print(f"Preparing synthetic {args.synthetic} (built once, then cached)...", file=sys.stderr)
         args.model = str(synthetic_model(args.synthetic, "int4"))
-    elif not args.model:
-        raise InvalidParameterError("Pass --model (e.g. --model smollm2) or --synthetic phi-3-mini.")
     settings = Settings(
         runs=args.runs,
         input_tokens=tuple(args.input_tokens),
         output_tokens=args.output_tokens,
-        through=tuple(args.through),
         cold=not args.no_cold,
     )
-    report = run_benchmark(parse_target_args(args), settings, log=lambda line: print(line, file=sys.stderr))
+    targets = targets_for(args.model, args.device, args.backend, parse_options(args.option))
+    report = run_benchmark(targets, settings, log=lambda line: print(line, file=sys.stderr))
     print(format_machine(report))
     print()
     print(format_table(report))
@@ -85,3 +78,16 @@ def run(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(report, indent=2))
         print(f"\nJSON written to {args.json}", file=sys.stderr)
     return 1 if any("error" in entry for entry in report["results"]) else 0
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    if args.through:
+        # The engine package imports no framework; the wrapper comparison lives next to the other scripts.
+        raise InvalidParameterError(
+            f"--through moved out of `phi3-aipc bench`: run `python {WRAPPER_SCRIPT} --model MODEL --device DEVICE "
+            f"--through {' '.join(args.through)}` from a source checkout (see the README's Benchmarks section)."
+        )
+    if args.synthetic and args.model:
+        raise InvalidParameterError("Pass either --model or --synthetic, not both.")
+    if not args.synthetic and not args.model:
+        raise InvalidParameterError("Pass --model (e.g. --model smollm2) or --synthetic phi-3-mini.")

@@ -5,7 +5,7 @@ per token depends on the shapes, not on the weight values, as long as decoding i
 (``GenerationParams(ignore_eos=True)``). Their answers are noise.
 
 The checkpoint is built in bfloat16 (7.6 GB for Phi-3-mini, so it fits in RAM), saved with the real Phi-3 tokenizer
-shipped in ``phi3_aipc.testing``, and exported like a real model (OpenVINO IR, INT4 symmetric group 128, which both
+shipped in ``phi3_aipc.testing.tiny``, and exported like a real model (OpenVINO IR, INT4 symmetric group 128, which both
 the NPU and the CPU/GPU run). Both forms are cached under ``<user cache>/phi3-aipc/synthetic``.
 
 Heavy libraries (torch, transformers, optimum-intel) are imported inside the functions.
@@ -20,6 +20,9 @@ from typing import Any, Literal
 
 from phi3_aipc.errors import InvalidParameterError
 from phi3_aipc.paths import cache_root
+from phi3_aipc.testing.cache import cached_model_dir
+from phi3_aipc.testing.checkpoint import require
+from phi3_aipc.testing.tiny import build_tiny_phi3
 
 SyntheticFormat = Literal["int4", "hf"]
 
@@ -102,8 +105,6 @@ def synthetic_model(
     too). ``fmt="hf"``: the bfloat16 Hugging Face checkpoint, for the transformers backend and other exporters.
     ``overrides`` changes config values (tests use it to shrink the model); the cache key includes them.
     """
-    from phi3_aipc.testing import cached_model_dir
-
     key = _check_name(name)
     if fmt not in ("int4", "hf"):
         raise InvalidParameterError(f"fmt must be 'int4' or 'hf', got {fmt!r}.")
@@ -117,9 +118,8 @@ def synthetic_model(
 
 def build_hf(name: str, out_dir: Path, overrides: dict[str, Any] | None = None) -> Path:
     """Save a random bfloat16 ``Phi3ForCausalLM`` with ``name``'s architecture and the real Phi-3 tokenizer."""
-    import torch
-    import transformers
-
+    torch = require("torch", "torch", extra="transformers")
+    transformers = require("transformers", "transformers")
     key = _check_name(name)
     out_dir = Path(out_dir)
     values = {**SPECS[key], **(overrides or {})}
@@ -149,8 +149,7 @@ def _rope(values: dict[str, Any]) -> dict[str, Any]:
 def _silence_rows_without_text(model: Any, vocab_size: int) -> None:
     """Phi-4-mini's 200k rows exceed the Phi-3 tokenizer: zero them so greedy decoding never picks an id
     the detokenizer cannot turn into text. The matmuls keep their full shape, so the cost is unchanged."""
-    import torch
-
+    torch = require("torch", "torch", extra="transformers")
     if vocab_size <= PHI3_TOKENIZER_ROWS:
         return
     with torch.no_grad():
@@ -159,9 +158,7 @@ def _silence_rows_without_text(model: Any, vocab_size: int) -> None:
 
 
 def _copy_phi3_tokenizer(out_dir: Path) -> None:
-    """The real Phi-3 tokenizer, chat template and stop ids, as phi3_aipc.testing saves them for a tiny Phi-3."""
-    from phi3_aipc.testing import build_tiny_phi3
-
+    """The real Phi-3 tokenizer, chat template and stop ids, as build_tiny_phi3 saves them for a tiny Phi-3."""
     with tempfile.TemporaryDirectory() as tmp:
         tiny = build_tiny_phi3(Path(tmp) / "tiny", tokenizer="phi3")
         for path in tiny.iterdir():
