@@ -57,9 +57,13 @@ def test_both_wrappers_measured_against_the_raw_engine(
         for counts in (wrap["output_tokens"], wrap["raw_output_tokens"]):
             assert len(counts) == RUNS and all(1 <= n <= MAX_NEW_TOKENS for n in counts)
         assert all(c >= 1 for c in wrap["chunks"])
-        for key in ("e2e_tokens_per_s", "first_chunk_ms", "raw_e2e_tokens_per_s", "raw_first_chunk_ms"):
-            _check_stat(wrap[key], RUNS)
+        for side in ("", "raw_"):
+            for key in ("stream_tokens_per_s", "e2e_tokens_per_s", "first_chunk_ms"):
+                _check_stat(wrap[side + key], RUNS)
         assert wrap["tokens_per_s_ratio"] == pytest.approx(
+            wrap["stream_tokens_per_s"]["mean"] / wrap["raw_stream_tokens_per_s"]["mean"]
+        )
+        assert wrap["e2e_ratio"] == pytest.approx(
             wrap["e2e_tokens_per_s"]["mean"] / wrap["raw_e2e_tokens_per_s"]["mean"]
         )
         assert wrap["first_chunk_extra_ms"] == pytest.approx(
@@ -69,23 +73,31 @@ def test_both_wrappers_measured_against_the_raw_engine(
     assert "| tiny | langchain | 40 |" in table and "| tiny | llamaindex | 40 |" in table
 
 
-def test_summary_uses_each_runs_own_token_count(script: ModuleType) -> None:
+def test_rates_use_each_runs_own_tokens_and_times(script: ModuleType) -> None:
     raw = [(StreamTiming(10.0, 100.0, 5), 10), (StreamTiming(20.0, 200.0, 5), 10)]
-    wrapped = [(StreamTiming(12.0, 100.0, 4), 5), (StreamTiming(None, 50.0, 0), 5)]
+    wrapped = [(StreamTiming(20.0, 100.0, 4), 5), (StreamTiming(10.0, 50.0, 3), 5)]
     result = script.summarise(wrapped, raw)
+    assert result["raw_stream_tokens_per_s"]["values"] == [100.0, 50.0]  # 9 tokens in 90 ms, in 180 ms
+    assert result["stream_tokens_per_s"]["values"] == [50.0, 100.0]  # 4 tokens in 80 ms, in 40 ms
+    assert result["tokens_per_s_ratio"] == pytest.approx(1.0)
     assert result["raw_e2e_tokens_per_s"]["values"] == [100.0, 50.0]
     assert result["e2e_tokens_per_s"]["values"] == [50.0, 100.0]
-    assert result["tokens_per_s_ratio"] == pytest.approx(1.0)
-    # A stream without a visible chunk counts its whole wall time as the first-chunk delay.
-    assert result["first_chunk_ms"]["values"] == [12.0, 50.0]
-    assert result["first_chunk_extra_ms"] == pytest.approx(31.0 - 15.0)
+    assert result["first_chunk_extra_ms"] == pytest.approx(15.0 - 15.0)
+    assert result["output_tokens"] == [5, 5] and result["raw_output_tokens"] == [10, 10]
 
 
-def test_a_run_without_tokens_is_explained(script: ModuleType) -> None:
+@pytest.mark.parametrize(
+    "run",
+    [(StreamTiming(None, 5.0, 0), 0), (StreamTiming(5.0, 5.0, 1), 1), (StreamTiming(None, 9.0, 3), 3)],
+    ids=["no token", "one token", "no visible chunk"],
+)
+def test_a_run_without_a_streaming_rate_is_explained(
+    script: ModuleType, run: tuple[StreamTiming, int]
+) -> None:
     from phi3_aipc.errors import Phi3AIPCError
 
-    with pytest.raises(Phi3AIPCError, match="ended before its first token"):
-        script.summarise([(StreamTiming(None, 5.0, 0), 0)], [(StreamTiming(1.0, 5.0, 1), 1)])
+    with pytest.raises(Phi3AIPCError, match="ended before its second token"):
+        script.summarise([run], [(StreamTiming(1.0, 5.0, 2), 2)])
 
 
 def test_unknown_wrapper_is_refused(script: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
