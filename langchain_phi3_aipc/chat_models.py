@@ -26,7 +26,7 @@ from langchain_core.output_parsers import BaseOutputParser, JsonOutputKeyToolsPa
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
-from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict
 
@@ -37,6 +37,7 @@ from phi3_aipc.tools import (
     InvalidToolCall,
     OutputParseError,
     ToolCall,
+    json_schema_of,
     normalise_tool_choice,
     parse_json_output,
     to_tool_specs,
@@ -318,7 +319,8 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
                 raise InvalidParameterError(
                     "method='json_schema' needs a schema; use method='json_mode' for any JSON."
                 )
-            json_schema = convert_to_json_schema(schema)
+            # The engine's schema reader, as at every other door: one schema, hence one prompt, per model class.
+            json_schema = json_schema_of(schema)
             llm = self.bind(
                 response_format={"type": "json_schema", "schema": json_schema},
                 ls_structured_output_format={"kwargs": {"method": method}, "schema": json_schema},
