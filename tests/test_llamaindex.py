@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("llama_index.core")
 
-from llama_index.core.base.llms.types import ChatMessage, ImageBlock, MessageRole, ToolCallBlock
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, ImageBlock, MessageRole, ToolCallBlock
 from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugHandler
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
@@ -24,13 +24,13 @@ from pydantic import BaseModel, ValidationError
 
 from llama_index_phi3_aipc import NoToolCallError, Phi3AIPC, StructuredOutputError
 from phi3_aipc import GenerationResult, Timings
+from phi3_aipc.chat import ChatTurn
 from phi3_aipc.errors import (
     InvalidParameterError,
     ModelNotFoundError,
     PromptTooLongError,
     UnsupportedFeatureError,
 )
-from phi3_aipc.tools import prepare_for_engine
 
 # The NPU's static-shape pipeline run on the CPU: the prompt limit and context come from these two numbers.
 NPU_ON_CPU = {"NPUW_DEVICES": "CPU", "MAX_PROMPT_LEN": 256, "MIN_RESPONSE_LEN": 64}
@@ -376,11 +376,10 @@ def test_no_tool_call_is_reported_clearly(smol: Phi3AIPC) -> None:
 
 @pytest.mark.smollm2
 def test_parallel_calls_are_all_returned_unless_parallel_calls_are_off(smol: Phi3AIPC) -> None:
-    from llama_index_phi3_aipc.base import _ChatRequest
+    from llama_index_phi3_aipc.base import _response
 
     # Two calls written the way the engine's protocol asks the model to write them, parsed through that protocol.
     tools = [{"name": t.metadata.name, "parameters": t.metadata.get_parameters_dict()} for t in TOOLS]
-    request = prepare_for_engine(smol.engine, [{"role": "user", "content": "x"}], tools, "auto")
     text = (
         '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>'
         '<tool_call>{"name": "get_weather", "arguments": {"city": "Lima"}}</tool_call>'
@@ -388,10 +387,18 @@ def test_parallel_calls_are_all_returned_unless_parallel_calls_are_off(smol: Phi
     result = GenerationResult(
         text=text, finish_reason="stop", prompt_tokens=1, completion_tokens=40, timings=Timings()
     )
-    both = _ChatRequest(request.messages, request.constraint, request, parallel=True).response(text, result)
-    one = _ChatRequest(request.messages, request.constraint, request, parallel=False).response(text, result)
+
+    def response(parallel: bool) -> ChatResponse:
+        turn = ChatTurn([{"role": "user", "content": "x"}], tools, "auto", parallel_tool_calls=parallel)
+        plan = turn.plan(smol.engine)
+        plan.feed(text)
+        return _response(plan.finish(result))
+
+    both, one = response(True), response(False)
     assert [c.tool_kwargs["city"] for c in smol.get_tool_calls_from_response(both)] == ["Oslo", "Lima"]
     assert [c.tool_kwargs["city"] for c in smol.get_tool_calls_from_response(one)] == ["Oslo"]
+    (dropped,) = one.message.additional_kwargs["invalid_tool_calls"]
+    assert "parallel" in dropped["error"] and "Lima" in dropped["raw"]
 
 
 @pytest.mark.smollm2
@@ -404,12 +411,12 @@ def test_tool_results_are_rendered_back_into_the_prompt(smol: Phi3AIPC) -> None:
             role="tool", content="Snow in Oslo, -3 degrees.", additional_kwargs={"tool_call_id": "call_1"}
         ),
     ]
-    request = smol._request(history, {"tools": TOOLS})
+    request = smol._turn(history, {"tools": TOOLS}).plan(smol.engine)
     prompt = smol.engine.format_chat(request.prompt)
     assert '"name": "get_weather"' in prompt and '"city": "Oslo"' in prompt
     assert "Snow in Oslo, -3 degrees." in prompt and 'name="get_weather"' in prompt
     # Tool traffic in the history is rendered even when no tools are bound any more.
-    assert "Snow in Oslo" in smol.engine.format_chat(smol._request(history, {}).prompt)
+    assert "Snow in Oslo" in smol.engine.format_chat(smol._turn(history, {}).plan(smol.engine).prompt)
     answer = smol.chat_with_tools(TOOLS, chat_history=history, tool_choice="none")
     assert answer.message.content
 

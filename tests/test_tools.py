@@ -10,6 +10,7 @@ import json
 import pytest
 from typing_extensions import TypedDict
 
+from phi3_aipc.chat import ChatTurn, JsonFormat, TextDelta
 from phi3_aipc.errors import InvalidParameterError
 from phi3_aipc.params import GenerationParams
 from phi3_aipc.tools import (
@@ -17,11 +18,8 @@ from phi3_aipc.tools import (
     OutputParseError,
     ToolCall,
     ToolSpec,
-    json_constraint,
     json_schema_of,
     parse_json_output,
-    prepare_for_engine,
-    prepare_tool_call,
     protocol_for,
 )
 
@@ -42,6 +40,11 @@ MULTIPLY = ToolSpec(
 TOOLS = [WEATHER, MULTIPLY]
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
 STRUCTURAL = frozenset({"json_schema", "structural_tags"})
+
+
+def prepare_tool_call(messages, tools, choice=None, *, family="other", constraint_kinds=(), constrained=True):
+    """The chat turn planned for a model family and a backend's constraint kinds (no engine needed)."""
+    return ChatTurn(messages, tools, choice, constrained=constrained).plan_for(family, constraint_kinds)
 
 
 # -- specs and choices ------------------------------------------------------------------------------------------
@@ -79,18 +82,18 @@ def test_tool_choice_rules():
 # -- prompts ------------------------------------------------------------------------------------------------------
 def test_phi3_prompt_describes_the_json_protocol_in_the_system_message():
     request = prepare_tool_call([{"role": "system", "content": "Be brief."}, *USER], TOOLS, family="phi3")
-    system = request.messages[0]
+    system = request.prompt[0]
     assert system["role"] == "system" and system["content"].startswith("Be brief.")
     assert '"name": "get_weather"' in system["content"] and "<tool_call>" in system["content"]
     assert "plain text" in system["content"]
-    assert request.messages[1:] == USER
+    assert request.prompt[1:] == USER
 
 
 def test_named_choice_shows_only_that_tool_and_demands_it():
     request = prepare_tool_call(USER, TOOLS, "multiply", family="other")
     assert [t.name for t in request.tools] == ["multiply"]
-    assert "You must call the tool 'multiply'" in request.messages[0]["content"]
-    assert "get_weather" not in request.messages[0]["content"]
+    assert "You must call the tool 'multiply'" in request.prompt[0]["content"]
+    assert "get_weather" not in request.prompt[0]["content"]
 
 
 def test_none_hides_tools_but_keeps_history():
@@ -104,9 +107,9 @@ def test_none_hides_tools_but_keeps_history():
         {"role": "tool", "content": "sunny", "tool_call_id": "1", "name": "get_weather"},
     ]
     request = prepare_tool_call(history, TOOLS, "none", family="phi3", constraint_kinds=STRUCTURAL)
-    assert request.constraint is None and request.messages[0]["role"] == "user"
-    assert request.parse('<tool_call>{"name": "get_weather", "arguments": {}}</tool_call>').tool_calls == []
-    assert "<tool_result" in request.messages[-1]["content"]
+    assert request.constraint is None and request.prompt[0]["role"] == "user"
+    assert request.read('<tool_call>{"name": "get_weather", "arguments": {}}</tool_call>').tool_calls == []
+    assert "<tool_result" in request.prompt[-1]["content"]
 
 
 def test_phi3_renders_calls_and_results_as_plain_turns():
@@ -123,7 +126,7 @@ def test_phi3_renders_calls_and_results_as_plain_turns():
         {"role": "tool", "content": "18 C", "tool_call_id": "a", "name": "get_weather"},
         {"role": "tool", "content": "25 C", "tool_call_id": "b", "name": "get_weather"},
     ]
-    messages = prepare_tool_call(history, TOOLS, family="phi3").messages
+    messages = prepare_tool_call(history, TOOLS, family="phi3").prompt
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     assert messages[2]["content"] == (
         'Checking.\n<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
@@ -144,7 +147,7 @@ def test_phi4_uses_its_native_tool_fields_and_roles():
         },
         {"role": "tool", "content": "18 C", "tool_call_id": "a", "name": "get_weather"},
     ]
-    messages = prepare_tool_call(history, TOOLS, family="phi4").messages
+    messages = prepare_tool_call(history, TOOLS, family="phi4").prompt
     assert messages[0]["role"] == "system" and json.loads(messages[0]["tools"])[1]["name"] == "multiply"
     assert (
         messages[2]["content"]
@@ -190,7 +193,7 @@ def test_no_constraint_when_backend_cannot_or_when_turned_off():
 
 # -- parsing ------------------------------------------------------------------------------------------------------
 def _parse(text, choice="auto", family="phi3"):
-    return prepare_tool_call(USER, TOOLS, choice, family=family).parse(text)
+    return prepare_tool_call(USER, TOOLS, choice, family=family).read(text)
 
 
 def test_parse_plain_text_and_several_calls():
@@ -275,12 +278,12 @@ def test_phi4_parses_tagged_and_bare_lists():
 
 # -- streaming ----------------------------------------------------------------------------------------------------
 def _stream(text, choice="auto", size=3):
-    parser = prepare_tool_call(USER, TOOLS, choice).stream_parser()
+    plan = prepare_tool_call(USER, TOOLS, choice)
     events = []
     for i in range(0, len(text), size):
-        events += parser.feed(text[i : i + size])
-    events += parser.finish()
-    return events, parser.result
+        events += plan.feed(text[i : i + size])
+    events += plan.flush()
+    return [e.text if isinstance(e, TextDelta) else e for e in events], plan.parsed()
 
 
 @pytest.mark.parametrize("size", [1, 2, 5, 100])
@@ -317,7 +320,6 @@ def test_structured_output_schemas_and_parsing():
     assert json_schema_of(Person)["required"] == ["name", "age"]
     assert json_schema_of(Pet)["properties"]["kind"]["type"] == "string"
     assert json_schema_of({"type": "function", "function": MULTIPLY.to_dict()}) == dict(MULTIPLY.parameters)
-    assert json_constraint(Person).kind == "json_schema"
     assert parse_json_output('```json\n{"name": "Ann", "age": 3}\n```', Person) == {"name": "Ann", "age": 3}
     with pytest.raises(OutputParseError, match="does not match"):
         parse_json_output('{"name": "Ann"}', Person)
@@ -330,7 +332,7 @@ def test_structured_output_schemas_and_parsing():
 def test_protocols_by_family():
     assert protocol_for("phi3").open_tag == "<tool_call>"
     assert protocol_for("phi4").open_tag == "<|tool_call|>"
-    assert protocol_for("mystery").family == "other"
+    assert protocol_for("mystery").name == "json_tags"
 
 
 # -- real engine: SmolLM2 through OpenVINO GenAI -------------------------------------------------------------------
@@ -351,12 +353,10 @@ PARAMS = GenerationParams(max_new_tokens=40)
 
 @pytest.mark.smollm2
 def test_forced_call_on_smollm2_is_valid_for_the_schema(smollm2):
-    request = prepare_for_engine(
-        smollm2, [{"role": "user", "content": "Multiply 6 by 7."}], TOOLS, "multiply"
-    )
+    request = ChatTurn([{"role": "user", "content": "Multiply 6 by 7."}], TOOLS, "multiply").plan(smollm2)
     assert request.constraint is not None and request.constraint.kind == "json_schema"
-    result = smollm2.generate(request.messages, PARAMS, constraint=request.constraint)
-    parsed = request.parse(result.text)
+    result = smollm2.generate(request.prompt, PARAMS, constraint=request.constraint)
+    parsed = request.read(result.text)
     assert parsed.invalid_tool_calls == [], result.text
     (call,) = parsed.tool_calls
     assert call.name == "multiply" and set(call.arguments) == {"a", "b"}
@@ -365,8 +365,8 @@ def test_forced_call_on_smollm2_is_valid_for_the_schema(smollm2):
 
 @pytest.mark.smollm2
 def test_required_on_smollm2_picks_a_bound_tool_with_valid_arguments(smollm2):
-    request = prepare_for_engine(smollm2, USER, TOOLS, "required")
-    parsed = request.parse(smollm2.generate(request.messages, PARAMS, constraint=request.constraint).text)
+    request = ChatTurn(USER, TOOLS, "required").plan(smollm2)
+    parsed = request.read(smollm2.generate(request.prompt, PARAMS, constraint=request.constraint).text)
     assert len(parsed.tool_calls) == 1 and parsed.tool_calls[0].name in {"get_weather", "multiply"}
 
 
@@ -389,10 +389,10 @@ def test_structural_tags_keep_an_opened_call_valid_on_smollm2(smollm2):
     )
     request = prepare_tool_call(USER, [tool], family="other", constraint_kinds=smollm2.constraint_kinds)
     assert request.constraint.kind == "structural_tags"
-    free = request.parse(smollm2.generate(prompt, PARAMS).text)
+    free = request.read(smollm2.generate(prompt, PARAMS).text)
     assert free.invalid_tool_calls and not free.tool_calls  # unconstrained, the model copies the bad argument
     text = smollm2.generate(prompt, PARAMS, constraint=request.constraint).text
-    parsed = request.parse(text)
+    parsed = request.read(text)
     assert parsed.tool_calls and set(parsed.tool_calls[0].arguments) == {"city", "days"}, text
     assert all("cut off" in bad.error for bad in parsed.invalid_tool_calls), text
 
@@ -400,9 +400,9 @@ def test_structural_tags_keep_an_opened_call_valid_on_smollm2(smollm2):
 @pytest.mark.smollm2
 def test_structured_output_on_smollm2(smollm2):
     messages = [{"role": "user", "content": "Make up a person with a name and an age, as JSON."}]
-    text = smollm2.generate(messages, PARAMS, constraint=json_constraint(Person)).text
-    value = parse_json_output(text, Person)
-    assert isinstance(value["name"], str) and isinstance(value["age"], int)
+    result = ChatTurn(messages, response_format=JsonFormat(json_schema_of(Person)), params=PARAMS).run(smollm2)
+    assert result.constrained and result.structured_error is None, result.generation.text
+    assert isinstance(result.structured["name"], str) and isinstance(result.structured["age"], int)
 
 
 # Phi-4-mini's own chat template (tokenizer_config.json of microsoft/Phi-4-mini-instruct).
@@ -436,7 +436,7 @@ def test_phi4_messages_render_natively_through_openvino_chat_templating():
         },
         {"role": "tool", "content": "18 C", "tool_call_id": "1", "name": "get_weather"},
     ]
-    messages = prepare_tool_call(history, [WEATHER], family="phi4").messages
+    messages = prepare_tool_call(history, [WEATHER], family="phi4").prompt
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
     assert prompt == (
         "<|system|>You are a helpful assistant with some tools.<|tool|>"

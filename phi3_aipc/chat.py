@@ -1,0 +1,332 @@
+"""One chat turn: the single path from messages, tools and a response format to text, calls and a result.
+
+Every front door (LangChain, LlamaIndex, the server) maps its own types onto a :class:`ChatTurn` and maps the
+neutral events back; none of them builds prompts, picks constraints or parses calls. So one policy holds at every
+door:
+
+- messages are checked: roles are system, user, assistant or tool; content is a string (or None on an assistant
+  message that only calls tools). Anything else is refused with a clear error rather than rendered as a repr.
+- message content is data, not control: text that spells one of the model's control tokens (``<|end|>``,
+  ``<|im_start|>``) gets a zero-width space after its first character, so the tokenizer reads it as plain text and a
+  retrieved document cannot forge a system turn;
+- decoding is constrained where the backend can (tool calls, structured output); where it cannot, the turn falls back
+  to the prompt and validation alone, and says so in ``TurnResult.constrained``;
+- a call whose arguments fail validation is an :class:`InvalidToolCall` on every path, streamed or not, and is never
+  surfaced as a valid call; with ``parallel_tool_calls=False`` every valid call after the first is invalid too;
+- structured output accepts a ```json fence, and its parse error says when the output was cut off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from phi3_aipc.errors import InvalidParameterError
+from phi3_aipc.params import Constraint, GenerationParams, GenerationResult
+from phi3_aipc.tools.protocols import protocol_for
+from phi3_aipc.tools.spec import (
+    InvalidToolCall,
+    ParsedOutput,
+    ToolCall,
+    ToolSpec,
+    normalise_tool_choice,
+    to_tool_specs,
+)
+from phi3_aipc.tools.stream import ToolStreamParser
+from phi3_aipc.tools.structured import OutputParseError, parse_json_output, with_json_instructions
+
+ROLES = ("system", "user", "assistant", "tool")
+#: Spellings some frameworks use for the four roles the chat templates know.
+ROLE_ALIASES = {"developer": "system", "human": "user", "ai": "assistant", "function": "tool"}
+#: Inserted after the first character of control-token text inside content; invisible, and not a token boundary
+#: any tokenizer here merges away.
+NEUTRALISER = "\u200b"
+
+
+@dataclass(frozen=True)
+class JsonFormat:
+    """Answer with JSON: matching ``schema`` when given, else any JSON object."""
+
+    schema: Mapping[str, Any] | None = None
+
+
+# -- events ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TextDelta:
+    """Text for the user, as it arrives (tool-call markup is never part of it)."""
+
+    text: str
+
+
+@dataclass
+class TurnResult:
+    """Everything one turn produced."""
+
+    content: str
+    tool_calls: list[ToolCall]
+    invalid_tool_calls: list[InvalidToolCall]
+    generation: GenerationResult
+    #: Whether decoding was constrained (False on a backend without constraints, or with constrained=False).
+    constrained: bool
+    #: With a response format: the parsed JSON value, or why there is none.
+    structured: Any = None
+    structured_error: OutputParseError | None = None
+
+    @property
+    def finish_reason(self) -> str:
+        """'tool_calls' when the answer holds valid calls, else the engine's reason ('stop', 'length', ...)."""
+        return "tool_calls" if self.tool_calls else self.generation.finish_reason
+
+
+@dataclass(frozen=True)
+class TurnDone:
+    """The last event of a streamed turn."""
+
+    result: TurnResult
+
+
+TurnEvent = TextDelta | ToolCall | InvalidToolCall | TurnDone
+
+
+# -- the turn --------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChatTurn:
+    """One request to the model. Build it from neutral messages; run it on an engine, whole or streamed.
+
+    ``messages`` are dicts: ``{"role": "system" | "user" | "assistant" | "tool", "content": str}``; an assistant
+    message may carry ``"tool_calls": [{"id", "name", "arguments": dict}]``; a tool result carries
+    ``"tool_call_id"`` and ``"name"``. ``tools`` are ToolSpecs or OpenAI-style dicts.
+    """
+
+    messages: Sequence[Mapping[str, Any]]
+    tools: Sequence[ToolSpec | Mapping[str, Any]] = ()
+    tool_choice: str | None = None
+    response_format: JsonFormat | None = None
+    params: GenerationParams = field(default_factory=GenerationParams)
+    parallel_tool_calls: bool = True
+    #: Constrain decoding where the backend can; False relies on the prompt and validation alone.
+    constrained: bool = True
+
+    def plan(self, engine: Any) -> TurnPlan:
+        """The prompt, the constraint and the parser for ``engine``'s model family and backend."""
+        return self.plan_for(engine.model_family, engine.constraint_kinds, engine.special_tokens)
+
+    def plan_for(
+        self,
+        model_family: str,
+        constraint_kinds: Iterable[str] = (),
+        special_tokens: Iterable[str] = (),
+    ) -> TurnPlan:
+        """``plan`` from the facts it needs: the model family, the backend's constraint kinds, control tokens."""
+        messages = _neutralised(_checked(self.messages), special_tokens)
+        specs = to_tool_specs(self.tools)
+        choice = normalise_tool_choice(self.tool_choice, specs)
+        if self.response_format is not None and choice != "none":
+            raise InvalidParameterError("Use either tools or a response format in one call, not both.")
+        protocol = protocol_for(model_family)
+        shown = [] if choice == "none" else [t for t in specs if choice in ("auto", "required", t.name)]
+        prompt = protocol.render(messages, shown, choice)
+        kinds = frozenset(constraint_kinds) if self.constrained else frozenset()
+        constraint = protocol.constraint(shown, choice, kinds) if shown else None
+        if self.response_format is not None:
+            schema = self.response_format.schema
+            prompt = with_json_instructions(prompt, schema)
+            constraint = _json_constraint(schema, kinds)
+        wanted = bool(shown) or self.response_format is not None
+        parser = ToolStreamParser(protocol, shown, choice)
+        return TurnPlan(self, prompt, constraint, parser, choice, shown, constrained=not wanted or constraint is not None)
+
+    # -- running -------------------------------------------------------------------------------------------------
+    def run(self, engine: Any) -> TurnResult:
+        plan = self.plan(engine)
+        generation = engine.generate(plan.prompt, self.params, constraint=plan.constraint)
+        plan.feed(generation.text)
+        return plan.finish(generation)
+
+    async def arun(self, engine: Any) -> TurnResult:
+        plan = self.plan(engine)
+        generation = await engine.agenerate(plan.prompt, self.params, constraint=plan.constraint)
+        plan.feed(generation.text)
+        return plan.finish(generation)
+
+    def stream(self, engine: Any) -> Iterator[TurnEvent]:
+        """Events as they happen; the last is TurnDone. Closing the iterator early cancels the generation."""
+        plan = self.plan(engine)
+        stream = engine.stream(plan.prompt, self.params, constraint=plan.constraint)
+        try:
+            for delta in stream:
+                yield from plan.feed(delta)
+        finally:
+            stream.close()
+        yield from plan.finish_events(stream.result)
+
+    async def astream(self, engine: Any) -> AsyncIterator[TurnEvent]:
+        plan = self.plan(engine)
+        stream = engine.astream(plan.prompt, self.params, constraint=plan.constraint)
+        try:
+            async for delta in stream:
+                for event in plan.feed(delta):
+                    yield event
+        finally:
+            await stream.aclose()
+        for event in plan.finish_events(stream.result):
+            yield event
+
+
+class TurnPlan:
+    """A planned turn: what the engine is given, and the state that turns its text into events."""
+
+    def __init__(
+        self,
+        turn: ChatTurn,
+        prompt: list[dict[str, Any]],
+        constraint: Constraint | None,
+        parser: ToolStreamParser,
+        tool_choice: str,
+        tools: list[ToolSpec],
+        *,
+        constrained: bool,
+    ):
+        self.turn = turn
+        self.prompt = prompt
+        self.constraint = constraint
+        self.tool_choice = tool_choice
+        #: The tools the model is shown (only the named one when tool_choice names one).
+        self.tools = tools
+        self.constrained = constrained
+        self._parser = parser
+        self._calls: list[ToolCall] = []
+        self._invalid: list[InvalidToolCall] = []
+
+    def feed(self, delta: str) -> list[TextDelta | ToolCall | InvalidToolCall]:
+        """Events for the next piece of the answer."""
+        return [self._event(e) for e in self._parser.feed(delta)]
+
+    def flush(self) -> list[TextDelta | ToolCall | InvalidToolCall]:
+        """Events for whatever the parser still held when the answer ended."""
+        return [self._event(e) for e in self._parser.finish()]
+
+    def parsed(self) -> ParsedOutput:
+        """Text and calls so far, after the parallel-call policy."""
+        content = self._parser.result.content
+        if self._calls or self._invalid:
+            content = content.strip()
+        return ParsedOutput(content, list(self._calls), list(self._invalid))
+
+    def read(self, text: str) -> ParsedOutput:
+        """A whole answer, read by the same steps as a streamed one, on a fresh parser (this plan's state stays)."""
+        fresh = self.fresh()
+        fresh.feed(text)
+        fresh.flush()
+        return fresh.parsed()
+
+    def fresh(self) -> TurnPlan:
+        """The same plan with nothing read yet."""
+        parser = ToolStreamParser(self._parser.protocol, self.tools, self.tool_choice)
+        return TurnPlan(
+            self.turn, self.prompt, self.constraint, parser, self.tool_choice, self.tools, constrained=self.constrained
+        )
+
+    def finish_events(self, generation: GenerationResult | None) -> list[TurnEvent]:
+        if generation is None:  # the stream was cancelled before the engine reported back
+            return []
+        events: list[TurnEvent] = [*self.flush()]
+        events.append(TurnDone(self._result(generation)))
+        return events
+
+    def finish(self, generation: GenerationResult) -> TurnResult:
+        """The result of a whole answer that was fed at once (the same steps as the streamed path)."""
+        self.flush()
+        return self._result(generation)
+
+    def _event(self, event: str | ToolCall | InvalidToolCall) -> TextDelta | ToolCall | InvalidToolCall:
+        if isinstance(event, str):
+            return TextDelta(event)
+        if isinstance(event, ToolCall) and self._calls and not self.turn.parallel_tool_calls:
+            event = InvalidToolCall(
+                event.name,
+                _call_json(event),
+                "parallel tool calls are off (parallel_tool_calls=False): only the first call is kept",
+                id=event.id,
+            )
+        (self._calls if isinstance(event, ToolCall) else self._invalid).append(event)  # type: ignore[arg-type]
+        return event
+
+    def _result(self, generation: GenerationResult) -> TurnResult:
+        parsed = self.parsed()
+        result = TurnResult(
+            parsed.content, parsed.tool_calls, parsed.invalid_tool_calls, generation, self.constrained
+        )
+        if self.turn.response_format is not None:
+            _read_structured(result, self.turn.response_format, generation)
+        return result
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------------
+def _checked(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
+        raise InvalidParameterError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts.")
+    return [_checked_message(index, message) for index, message in enumerate(messages)]
+
+
+def _checked_message(index: int, message: Any) -> dict[str, Any]:
+    if not isinstance(message, Mapping):
+        raise InvalidParameterError(f"Message {index} must be a dict with 'role' and 'content', got {message!r}.")
+    role = message.get("role")
+    role = ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
+    if role not in ROLES:
+        raise InvalidParameterError(
+            f"Message {index} has the role {message.get('role')!r}; the chat templates know only "
+            f"{', '.join(ROLES)}. Map it to one of those."
+        )
+    content = message.get("content")
+    if content is None and not (role == "assistant" and message.get("tool_calls")):
+        raise InvalidParameterError(f"Message {index} ({role}) has no content; pass its text as a string.")
+    if content is not None and not isinstance(content, str):
+        raise InvalidParameterError(
+            f"Message {index} ({role}) has content of type {type(content).__name__}; the models here take text "
+            f"only: pass a string (join text parts; extract text from documents first)."
+        )
+    return {**message, "role": role, "content": content or ""}
+
+
+def _neutralised(messages: list[dict[str, Any]], special_tokens: Iterable[str]) -> list[dict[str, Any]]:
+    tokens = sorted((t for t in special_tokens if len(t) > 1), key=len, reverse=True)
+    if not tokens:
+        return messages
+    return [{**m, "content": neutralise(m["content"], tokens)} for m in messages]
+
+
+def neutralise(text: str, special_tokens: Sequence[str]) -> str:
+    """``text`` with every control-token spelling broken by a zero-width space, so it tokenizes as plain text."""
+    for token in special_tokens:
+        if token in text:
+            text = text.replace(token, token[0] + NEUTRALISER + token[1:])
+    return text
+
+
+def _json_constraint(schema: Mapping[str, Any] | None, kinds: frozenset[str]) -> Constraint | None:
+    if "json_schema" not in kinds:
+        return None
+    import json
+
+    return Constraint("json_schema", json.dumps(dict(schema) if schema is not None else {"type": "object"}))
+
+
+def _read_structured(result: TurnResult, response_format: JsonFormat, generation: GenerationResult) -> None:
+    try:
+        result.structured = parse_json_output(generation.text, response_format.schema)
+    except OutputParseError as exc:
+        if generation.finish_reason == "length":
+            exc = OutputParseError(
+                f"{exc} The output was cut off after {generation.completion_tokens} tokens: raise max_new_tokens.",
+                exc.text,
+            )
+        result.structured_error = exc
+
+
+def _call_json(call: ToolCall) -> str:
+    import json
+
+    return json.dumps({"name": call.name, "arguments": call.arguments}, ensure_ascii=False)

@@ -1,0 +1,162 @@
+"""The JSON-in-tags tool protocol, for models without tool tokens (Phi-3, Phi-3.5, SmolLM2 and others).
+
+The system prompt describes the tools; the model writes ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``,
+once per call. Tool results come back as a user turn holding ``<tool_result name=...>`` blocks, because these chat
+templates know only system, user and assistant.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from phi3_aipc.params import Constraint, TaggedSchema
+from phi3_aipc.tools.json_text import JsonRefused, bare_json, guess_name, loads_bounded
+from phi3_aipc.tools.spec import (
+    InvalidToolCall,
+    ParsedOutput,
+    ToolCall,
+    ToolSpec,
+    call_body,
+    call_schema,
+    looks_like_calls,
+    read_calls,
+    text_of,
+)
+
+
+class JsonTagsProtocol:
+    """Prompt rendering, constraint and parsing for one tool-call format; subclasses change the format."""
+
+    name = "json_tags"
+    open_tag = "<tool_call>"
+    close_tag = "</tool_call>"
+
+    # -- prompt ------------------------------------------------------------------------------------------------------
+    def render(
+        self, messages: Sequence[Mapping[str, Any]], tools: Sequence[ToolSpec], choice: str
+    ) -> list[dict[str, Any]]:
+        """The conversation as plain chat-template messages: earlier calls and results in this format."""
+        out: list[dict[str, Any]] = []
+        pending_results: list[Mapping[str, Any]] = []
+        for message in messages:
+            role = message.get("role")
+            if role == "tool":
+                pending_results.append(message)
+                continue
+            if pending_results:
+                out.append(self.render_results(pending_results))
+                pending_results = []
+            if role == "assistant" and message.get("tool_calls"):
+                out.append({"role": "assistant", "content": self.render_calls(message)})
+            else:
+                out.append({"role": role, "content": text_of(message.get("content"))})
+        if pending_results:
+            out.append(self.render_results(pending_results))
+        if tools:
+            self.add_tool_system_prompt(out, tools, choice)
+        return out
+
+    def add_tool_system_prompt(
+        self, out: list[dict[str, Any]], tools: Sequence[ToolSpec], choice: str
+    ) -> None:
+        prompt = self.instructions(tools, choice)
+        if out and out[0]["role"] == "system":
+            out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{prompt}".strip()}
+        else:
+            out.insert(0, {"role": "system", "content": prompt})
+
+    def instructions(self, tools: Sequence[ToolSpec], choice: str) -> str:
+        listing = "\n".join(json.dumps(t.to_dict(), ensure_ascii=False) for t in tools)
+        example = f'{self.open_tag}{{"name": "{tools[0].name}", "arguments": {{...}}}}{self.close_tag}'
+        lines = [
+            "You can call these tools. Each is given as JSON with its name, description and a JSON schema of "
+            "its arguments:",
+            listing,
+            "",
+            f'To call a tool, write {self.open_tag}, then a JSON object with the tool\'s "name" and its '
+            f'"arguments", then {self.close_tag}. For example: {example}',
+            "To call several tools, write one block per call. The results come back in <tool_result> blocks.",
+        ]
+        if choice == "auto":
+            lines.append("If no tool is needed, answer in plain text.")
+        elif choice == "required":
+            lines.append("You must call at least one tool now.")
+        else:
+            lines.append(f"You must call the tool '{choice}' now.")
+        return "\n".join(lines)
+
+    def render_calls(self, message: Mapping[str, Any]) -> str:
+        text = text_of(message.get("content")).strip()
+        calls = "".join(
+            f"{self.open_tag}{json.dumps(call_body(c), ensure_ascii=False)}{self.close_tag}"
+            for c in message["tool_calls"]
+        )
+        return f"{text}\n{calls}" if text else calls
+
+    def render_results(self, results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        blocks = []
+        for result in results:
+            name = result.get("name") or "tool"
+            blocks.append(f'<tool_result name="{name}">\n{text_of(result.get("content"))}\n</tool_result>')
+        return {"role": "user", "content": "\n".join(blocks)}
+
+    # -- constraint --------------------------------------------------------------------------------------------------
+    def constraint(self, tools: Sequence[ToolSpec], choice: str, kinds: frozenset[str]) -> Constraint | None:
+        """The strongest constraint ``kinds`` allows: tagged schemas for 'auto', one forced call otherwise."""
+        if choice == "auto":
+            if "structural_tags" not in kinds:
+                return None
+            return Constraint(
+                "structural_tags",
+                tags=tuple(self.tagged_schema(t) for t in tools),
+                triggers=(self.open_tag,),
+            )
+        if "json_schema" not in kinds:
+            return None
+        return Constraint("json_schema", json.dumps(self.forced_schema(tools)))
+
+    def tagged_schema(self, tool: ToolSpec) -> TaggedSchema:
+        return TaggedSchema(
+            begin=f'{self.open_tag}{{"name": "{tool.name}", "arguments": ',
+            schema=json.dumps(dict(tool.parameters)),
+            end=f"}}{self.close_tag}",
+        )
+
+    def forced_schema(self, tools: Sequence[ToolSpec]) -> dict[str, Any]:
+        """One call object, for one of ``tools``: the whole output is this JSON."""
+        return {"anyOf": [call_schema(t) for t in tools]} if len(tools) > 1 else call_schema(tools[0])
+
+    # -- parsing (used by ToolStreamParser, the one parser for whole and streamed answers) ---------------------------
+    def parse_bare(self, text: str, by_name: Mapping[str, ToolSpec], *, forced: bool) -> ParsedOutput | None:
+        """An answer that is bare JSON (a forced call, or tags the detokenizer skipped), or None if it is not."""
+        value = bare_json(text)
+        if value is not None and looks_like_calls(value):
+            return ParsedOutput("", *read_calls(value, text.strip(), by_name))
+        if forced and value is None and text.lstrip()[:1] in ("{", "["):
+            # A forced call is bare JSON; if it does not parse, generation stopped inside it or it is malformed.
+            error = "the forced call is incomplete JSON, or not JSON (generation may have stopped inside it: raise max_tokens)"
+            return ParsedOutput("", [], [InvalidToolCall(guess_name(text), text.strip(), error)])
+        return None
+
+    def parse_body(
+        self, body: str, by_name: Mapping[str, ToolSpec]
+    ) -> tuple[list[ToolCall], list[InvalidToolCall]]:
+        """The JSON between the open and close tags."""
+        try:
+            data = loads_bounded(body)
+        except JsonRefused as exc:
+            return [], [InvalidToolCall(guess_name(body), body.strip(), f"the call is refused: {exc}")]
+        except ValueError as exc:
+            return [], [InvalidToolCall(guess_name(body), body.strip(), f"the call is not valid JSON: {exc}")]
+        return read_calls(data, body.strip(), by_name)
+
+    def parse_unclosed(
+        self, body: str, by_name: Mapping[str, ToolSpec]
+    ) -> tuple[list[ToolCall], list[InvalidToolCall]]:
+        """A call whose closing tag never came: fine if its JSON is complete (models often stop right there)."""
+        if bare_json(body) is None:
+            error = "the call was cut off before its closing tag"
+            return [], [InvalidToolCall(guess_name(body), body.strip(), error)]
+        return self.parse_body(body, by_name)
