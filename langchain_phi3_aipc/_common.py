@@ -59,6 +59,13 @@ class Phi3AIPCFields(BaseModel):
     constrained_decoding: bool = True
     """Constrain decoding for tool calls and structured output where the backend can (OpenVINO GenAI does)."""
 
+    timeout: float | None = None
+    """Wall-clock limit on one generation, in seconds: generation stops there, finish_reason 'timeout'. Loading
+    (minutes for a first NPU compile) is not counted."""
+
+    max_retries: int | None = None
+    """Accepted for LangChain compatibility; a local model has no network call to retry, so it is not used."""
+
     # -- engine ------------------------------------------------------------------------------------------------------
     def _get_engine(self, model: str | None = None) -> Engine:
         """The shared engine: loaded on first use, cached per (model, device, backend, options) in the process."""
@@ -76,6 +83,8 @@ class Phi3AIPCFields(BaseModel):
         kwargs = {k: v for k, v in values.items() if v is not None}
         if max_tokens is not None:
             kwargs["max_new_tokens"] = max_tokens
+        if self.timeout is not None:
+            kwargs["timeout_s"] = self.timeout
         return GenerationParams(stop=tuple(dict.fromkeys([*(self.stop or ()), *(stop or ())])), **kwargs)
 
 

@@ -23,7 +23,14 @@ from llama_index.core.base.llms.types import (
     MessageRole,
     ToolCallBlock,
 )
-from llama_index.core.bridge.pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
+from llama_index.core.bridge.pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
@@ -111,6 +118,9 @@ class Phi3AIPC(FunctionCallingLLM):
     )
 
     _engine: Engine | None = PrivateAttr(default=None)
+
+    # A misspelt argument (devcie="npu") is an error, not silently ignored, as in the LangChain classes.
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

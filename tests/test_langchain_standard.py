@@ -28,11 +28,6 @@ class _Common:
         return ChatPhi3AIPC
 
     @property
-    def standard_chat_model_params(self) -> dict[str, Any]:
-        # A local model has no network timeout or retries; ChatPhi3AIPC rejects unknown arguments.
-        return {"temperature": 0, "max_tokens": 100, "stop": []}
-
-    @property
     def has_tool_calling(self) -> bool:
         return True
 
