@@ -7,28 +7,28 @@ tokenizer files. It runs in a subprocess: it imports torch and transformers, and
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
-import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from phi3_aipc.errors import (
     BackendNotInstalledError,
+    ExportError,
     InvalidParameterError,
     ModelNotFoundError,
     OnnxExportError,
 )
-from phi3_aipc.paths import cache_root
 
-__all__ = ["ExecutionProvider", "Precision", "cached_export", "export_cache_dir", "export_onnx"]
+if TYPE_CHECKING:
+    from phi3_aipc.export.plan import ExportPlan
+
+__all__ = ["SUPPORTED", "ExecutionProvider", "Precision", "builder_version", "export_onnx"]
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +49,6 @@ SUPPORTED = {
 }
 # What the builder imports besides onnxruntime_genai: module -> pip package.
 _BUILDER_NEEDS = {"torch": "torch", "transformers": "transformers", "onnx_ir": "onnx-ir", "onnx": "onnx"}
-# Files whose content defines the checkpoint, for the cache key (weights by size and mtime, small files by content).
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
-_KEY_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "chat_template.jinja",
-)
 _BUILDER_LOG_TAIL = 3000
 
 
@@ -107,44 +98,6 @@ def export_onnx(
     return out_dir
 
 
-def export_cache_dir(hf_dir: str | os.PathLike[str], precision: str, execution_provider: str) -> Path:
-    """Where ``cached_export`` keeps the export of ``hf_dir`` with these options."""
-    hf_dir = Path(hf_dir).expanduser().resolve()
-    return (
-        cache_root()
-        / "exports"
-        / "onnx"
-        / f"{hf_dir.name}-{precision}-{execution_provider}-{_source_key(hf_dir)}"
-    )
-
-
-def cached_export(
-    hf_dir: str | os.PathLike[str],
-    precision: Precision = "int4",
-    execution_provider: ExecutionProvider = "cpu",
-) -> Path:
-    """``export_onnx`` into the user cache, keyed by the checkpoint and the options; later calls reuse it."""
-    precision, execution_provider = _check_options(precision, execution_provider)
-    _check_checkpoint(Path(hf_dir).expanduser())
-    target = export_cache_dir(hf_dir, precision, execution_provider)
-    if (target / "genai_config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Export beside the target and rename it into place, so an interrupted export is never mistaken for a good one.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        export_onnx(hf_dir, staging, precision, execution_provider)
-        try:
-            os.rename(staging, target)
-        except OSError:
-            # Another process finished the same export first: keep theirs.
-            if not (target / "genai_config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
 def _check_options(precision: str, execution_provider: str) -> tuple[str, str]:
     precision = str(precision).lower()
     execution_provider = {"directml": "dml"}.get(
@@ -179,24 +132,24 @@ def _check_builder_installed() -> None:
             raise BackendNotInstalledError("onnx export", package, "export")
 
 
-def _source_key(hf_dir: Path) -> str:
-    """A digest of what the export depends on: the checkpoint's files and the builder's version."""
-    digest = hashlib.sha256(str(hf_dir).encode())
-    for name in _KEY_FILES:
-        path = hf_dir / name
-        if path.is_file():
-            digest.update(name.encode() + b"\0" + path.read_bytes())
-    weights = sorted(p for p in hf_dir.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
-    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in weights]
-    digest.update(json.dumps(stats).encode())
-    digest.update(_builder_version().encode())
-    return digest.hexdigest()[:16]
-
-
-def _builder_version() -> str:
+def builder_version() -> str:
     for package in ("onnxruntime-genai", "onnxruntime-genai-directml", "onnxruntime-genai-cuda"):
         try:
             return f"{package}=={importlib.metadata.version(package)}"
         except importlib.metadata.PackageNotFoundError:
             continue
     return "unknown"
+
+
+# -- steps of an export (see phi3_aipc.export.build) -----------------------------------------------------------
+def run_builder(source: Path, staging: Path, plan: ExportPlan) -> None:
+    export_onnx(source, staging, plan.precision, plan.provider or "cpu")  # type: ignore[arg-type]
+
+
+def check_output(source: Path, staging: Path, plan: ExportPlan) -> None:
+    missing = [name for name in ("genai_config.json", "tokenizer.json") if not (staging / name).is_file()]
+    if missing or not list(staging.glob("*.onnx")):
+        raise ExportError(
+            f"The ONNX export of '{source}' is incomplete (missing: {', '.join(missing) or '*.onnx'}); "
+            "ONNX Runtime GenAI could not load it. Check the builder's output above."
+        )

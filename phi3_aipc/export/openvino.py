@@ -1,4 +1,4 @@
-"""Model conversion: HF checkpoint folder -> OpenVINO IR, and the tokenizer IR OpenVINO GenAI needs.
+"""HF checkpoint folder -> OpenVINO IR (optimum-intel + NNCF), and the tokenizer IR OpenVINO GenAI needs.
 
 Heavy libraries are imported inside the functions so that ``import phi3_aipc`` never pulls in OpenVINO,
 torch or transformers.
@@ -7,17 +7,39 @@ torch or transformers.
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import shutil
+import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from phi3_aipc.errors import BackendNotInstalledError
+from phi3_aipc.errors import (
+    BackendNotInstalledError,
+    ExportError,
+    InvalidModelFileError,
+    InvalidParameterError,
+)
 
-__all__ = ["OV_DETOKENIZER", "OV_TOKENIZER", "WeightFormat", "ensure_openvino_tokenizer", "export_openvino"]
+if TYPE_CHECKING:
+    from phi3_aipc.export.plan import ExportPlan
+
+__all__ = [
+    "HF_TOKENIZER_FILES",
+    "OV_DETOKENIZER",
+    "OV_TOKENIZER",
+    "WeightFormat",
+    "ensure_openvino_tokenizer",
+    "export_openvino",
+]
+
+log = logging.getLogger(__name__)
 
 OV_TOKENIZER = "openvino_tokenizer.xml"
 OV_DETOKENIZER = "openvino_detokenizer.xml"
 WeightFormat = Literal["fp32", "fp16", "int8", "int4"]
+#: Any one of these means the folder has a Hugging Face tokenizer the tokenizer IR can be converted from.
+HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 # Files an engine reads next to the weights: tokenizer, chat template, and stop ids (generation_config.json).
 _SIDECAR_FILES = (
@@ -50,23 +72,40 @@ def ensure_openvino_tokenizer(model_dir: Path) -> None:
     model_dir = Path(model_dir)
     if (model_dir / OV_TOKENIZER).is_file() and (model_dir / OV_DETOKENIZER).is_file():
         return
+    if not any((model_dir / name).is_file() for name in HF_TOKENIZER_FILES):
+        raise InvalidModelFileError(
+            f"The OpenVINO model in '{model_dir}' has no tokenizer: neither {OV_TOKENIZER} nor Hugging Face "
+            f"tokenizer files ({', '.join(HF_TOKENIZER_FILES)}) to convert one from. Copy the original "
+            f"checkpoint's tokenizer files into the folder, or re-export it with `phi3-aipc export`."
+        )
     ov = _import("openvino", "openvino", "openvino")
     ov_tokenizers = _import("openvino_tokenizers", "openvino-tokenizers", "openvino")
     transformers = _import("transformers", "transformers", "openvino")
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     tokenizer, detokenizer = ov_tokenizers.convert_tokenizer(hf_tokenizer, with_detokenizer=True)
     _keep_chat_template(tokenizer, hf_tokenizer)
-    for model, name in ((detokenizer, OV_DETOKENIZER), (tokenizer, OV_TOKENIZER)):
-        _save_atomically(ov, model, model_dir / name)
+    try:
+        # The detokenizer goes first: the tokenizer's presence is what the check above trusts.
+        for model, name in ((detokenizer, OV_DETOKENIZER), (tokenizer, OV_TOKENIZER)):
+            _save_atomically(ov, model, model_dir / name)
+    except OSError as exc:
+        raise InvalidModelFileError(
+            f"The OpenVINO model in '{model_dir}' has no tokenizer IR ({OV_TOKENIZER}), and it cannot be written "
+            f"there ({exc.strerror or exc}). Make the folder writable once, or copy it somewhere writable, or "
+            f"re-export it with `phi3-aipc export`."
+        ) from exc
 
 
 def _save_atomically(ov: Any, model: Any, xml_path: Path) -> None:
-    """Save under a temporary name and rename: a crash must not leave an IR that looks complete but is not."""
-    tmp_xml = xml_path.with_name(f".tmp-{xml_path.name}")
-    ov.save_model(model, tmp_xml)
-    # The .bin goes first: the .xml's presence is what ensure_openvino_tokenizer trusts.
-    tmp_xml.with_suffix(".bin").replace(xml_path.with_suffix(".bin"))
-    tmp_xml.replace(xml_path)
+    """Save into a fresh temporary folder beside the target and rename: never a predictable name, and a crash
+    cannot leave an IR that looks complete but is not."""
+    staging = Path(tempfile.mkdtemp(prefix=".phi3-aipc-", dir=xml_path.parent))
+    try:
+        ov.save_model(model, staging / xml_path.name)
+        os.replace(staging / xml_path.with_suffix(".bin").name, xml_path.with_suffix(".bin"))
+        os.replace(staging / xml_path.name, xml_path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _keep_chat_template(tokenizer: Any, hf_tokenizer: Any) -> None:
@@ -111,7 +150,7 @@ def export_openvino(
     _copy_sidecars(hf_dir, out_dir)
     ensure_openvino_tokenizer(out_dir)
     if not (out_dir / OV_TOKENIZER).is_file():
-        raise RuntimeError(
+        raise ExportError(
             f"Exported {hf_dir} to {out_dir}, but {OV_TOKENIZER} is missing: OpenVINO GenAI could not tokenize. "
             "Check that the folder's HF tokenizer loads with transformers.AutoTokenizer."
         )
@@ -173,3 +212,77 @@ def _copy_sidecars(hf_dir: Path, out_dir: Path) -> None:
     for name in _SIDECAR_FILES:
         if (hf_dir / name).is_file():
             shutil.copy2(hf_dir / name, out_dir / name)
+
+
+# -- steps of an export (see phi3_aipc.export.build) -----------------------------------------------------------
+def run_export(source: Path, staging: Path, plan: ExportPlan) -> None:
+    try:
+        export_openvino(
+            source,
+            staging,
+            weight_format=plan.precision,  # type: ignore[arg-type]
+            sym=bool(plan.sym),
+            group_size=plan.group_size,
+            ratio=plan.ratio,
+            group_size_fallback=plan.group_size_fallback,
+        )
+    except Exception as exc:
+        if type(exc).__name__ != "InvalidGroupSizeError":  # nncf.errors, without importing nncf here
+            raise
+        first_line = str(exc).splitlines()[0]
+        raise InvalidParameterError(
+            f"{first_line} Some of this model's layer sizes are not multiples of {plan.group_size}. "
+            + (
+                "For the NPU use channel-wise int4: --group-size -1 (the NPU preset's default)."
+                if plan.device == "npu"
+                else "Use --group-size -1 (channel-wise) or a group size that divides the layer sizes."
+            )
+        ) from exc
+
+
+def check_tokenizer(source: Path, staging: Path, plan: ExportPlan) -> None:
+    """The tokenizer IR must exist and round-trip a sample; without it OpenVINO GenAI cannot take text."""
+    missing = [name for name in (OV_TOKENIZER, OV_DETOKENIZER) if not (staging / name).is_file()]
+    if missing:
+        raise ExportError(
+            f"The export of '{source}' has no {' or '.join(missing)}, so OpenVINO GenAI could not tokenize text. "
+            "Check that the folder's tokenizer loads with transformers.AutoTokenizer and that openvino-tokenizers "
+            "matches the installed openvino version."
+        )
+    # Plain OpenVINO + openvino_tokenizers (both needed to export anyway), so no openvino-genai is required.
+    import openvino as ov
+    import openvino_tokenizers  # noqa: F401 - registers the tokenizer operations with OpenVINO
+
+    core = ov.Core()
+    sample = "Hello, AI PC!"
+    ids = core.compile_model(staging / OV_TOKENIZER, "CPU")([sample])["input_ids"]
+    decoded = str(core.compile_model(staging / OV_DETOKENIZER, "CPU")(ids)[0][0]) if ids.size else ""
+    if not decoded.strip():
+        raise ExportError(
+            f"The tokenizer IR written for '{source}' turns {sample!r} into {ids} and back into {decoded!r}: "
+            "OpenVINO GenAI would produce no text. Report this with the model's tokenizer files."
+        )
+    if decoded.strip() != sample:
+        # Some tokenizers normalise text (lower-casing, Unicode forms): worth a note, not a failed export.
+        log.warning("The tokenizer IR decodes %r as %r.", sample, decoded)
+
+
+def weight_types(folder: Path, plan: ExportPlan) -> dict[str, int]:
+    """How many 2-D+ constants (weights, scales) the IR stores per element type: what compression really did."""
+    import openvino as ov
+
+    model = ov.Core().read_model(folder / "openvino_model.xml")
+    counts: dict[str, int] = {}
+    for op in model.get_ops():
+        shape = op.get_output_partial_shape(0) if op.get_type_name() == "Constant" else None
+        if shape is not None and shape.rank.is_static and shape.rank.get_length() >= 2:
+            name = op.get_output_element_type(0).get_type_name()
+            counts[name] = counts.get(name, 0) + 1
+    if plan.precision == "int4" and not counts.get("i4") and not counts.get("u4"):
+        # NNCF leaves layers whose input size is not a multiple of the group size at the backup precision.
+        log.warning(
+            "No layer was compressed to int4 (group size %s does not divide this model's layer sizes); the "
+            "weights are int8. Try --group-size -1 (channel-wise) or a group size that divides the hidden size.",
+            plan.group_size,
+        )
+    return dict(sorted(counts.items()))
