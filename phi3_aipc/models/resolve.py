@@ -164,9 +164,12 @@ def _convert(
     """A checkpoint is exported once (cached) into the first format the backend takes; anything else is refused."""
     target = next((f for f in formats if f in _EXPORT_TARGETS), None)
     if fmt != "hf-checkpoint" or target is None:
+        known = catalogue.find(model_id)
+        # A packaged catalogue model (SmolLM2's GGUF) has its own explanation of what to do instead.
+        hint = known.hint if known is not None and known.packaged else _other_backends_hint(fmt)
         raise ModelNotFoundError(
             f"'{path}' is {_describe(fmt)}, which the {backend} backend does not load: it loads "
-            f"{' or '.join(_describe(f) for f in formats)}. " + _other_backends_hint(fmt)
+            f"{' or '.join(_describe(f) for f in formats)}. {hint}"
         )
     from phi3_aipc.export import auto_export, plan_export
 
