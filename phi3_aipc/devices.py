@@ -146,11 +146,14 @@ def _reported_kind(name: str) -> str:
 
 
 def refuse_kind(device: str, backend: str) -> DeviceNotFoundError:
-    """The error for a device kind a backend does not drive, naming the backends that do."""
+    """The error for a device kind a backend does not drive, naming the kinds it does and the backends to use."""
     kind = kind_info(device)
-    others = ", ".join(f"backend='{b}'" for b in kind.backends if b != backend) or "another backend"
+    served = [k.name for k in DEVICE_KINDS.values() if backend in k.backends]
+    others = [b for b in kind.backends if b != backend]
+    use = f"Use backend='{others[0]}' for it" + (f" (or {', '.join(others[1:])})" if others[1:] else "")
     return DeviceNotFoundError(
-        f"The {backend} backend cannot run on '{device.lower()}' ({kind.label}). Use {others} for it."
+        f"The {backend} backend runs on the {', '.join(served)} only, not on '{device.lower()}' ({kind.label}). "
+        f"{use}."
     )
 
 
