@@ -131,7 +131,7 @@ def _gguf_facts(path: str, size: int, mtime_ns: int) -> ModelFacts:
 
     try:
         reader = GGUFReader(path)
-    except (ValueError, OSError, IndexError, KeyError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - the reader fails in many ways (ValueError, KeyError, IndexError...)
         raise InvalidModelFileError(
             f"'{path}' is not a valid GGUF file ({type(exc).__name__}: {exc}). It may be truncated or corrupt, or "
             f"not a GGUF at all; download it again, or pass another model."
