@@ -24,10 +24,10 @@ from phi3_aipc import (  # noqa: E402
     get_engine,
 )
 from phi3_aipc.backends import onnx_genai, resolve_backend_name  # noqa: E402
+from phi3_aipc.errors import ExecutionProviderNotInstalledError  # noqa: E402
 from phi3_aipc.export import export_cache_path, plan_export, read_manifest  # noqa: E402
 from phi3_aipc.export.onnx import export_onnx  # noqa: E402
 from phi3_aipc.models import resolve  # noqa: E402
-from phi3_aipc.errors import ExecutionProviderNotInstalledError  # noqa: E402
 from phi3_aipc.params import Constraint, TaggedSchema  # noqa: E402
 from phi3_aipc.testing import build_smollm2_hf, cached_model_dir  # noqa: E402
 
@@ -105,6 +105,11 @@ def test_usage_timings_and_context_window(ort_tiny: Engine, tiny_phi3_ort: Path)
     assert t.tokens_per_second == pytest.approx(1000 / t.tpot_ms)
     genai_config = json.loads((tiny_phi3_ort / "genai_config.json").read_text())
     assert ort_tiny.context_window == genai_config["model"]["context_length"] == 4096
+    assert ort_tiny.model_family == "phi3"
+
+
+def test_special_tokens_come_from_the_folders_tokenizer(ort_tiny: Engine) -> None:
+    assert ort_tiny.special_tokens == {"<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"}
     assert ort_tiny.model_family == "phi3"
 
 
