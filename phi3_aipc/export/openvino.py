@@ -72,15 +72,15 @@ def ensure_openvino_tokenizer(model_dir: Path) -> None:
     model_dir = Path(model_dir)
     if (model_dir / OV_TOKENIZER).is_file() and (model_dir / OV_DETOKENIZER).is_file():
         return
+    ov = _import("openvino", "openvino", "openvino")
+    ov_tokenizers = _import("openvino_tokenizers", "openvino-tokenizers", "openvino")
+    transformers = _import("transformers", "transformers", "openvino")
     if not any((model_dir / name).is_file() for name in HF_TOKENIZER_FILES):
         raise InvalidModelFileError(
             f"The OpenVINO model in '{model_dir}' has no tokenizer: neither {OV_TOKENIZER} nor Hugging Face "
             f"tokenizer files ({', '.join(HF_TOKENIZER_FILES)}) to convert one from. Copy the original "
             f"checkpoint's tokenizer files into the folder, or re-export it with `phi3-aipc export`."
         )
-    ov = _import("openvino", "openvino", "openvino")
-    ov_tokenizers = _import("openvino_tokenizers", "openvino-tokenizers", "openvino")
-    transformers = _import("transformers", "transformers", "openvino")
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     tokenizer, detokenizer = ov_tokenizers.convert_tokenizer(hf_tokenizer, with_detokenizer=True)
     _keep_chat_template(tokenizer, hf_tokenizer)
