@@ -30,11 +30,12 @@ from phi3_aipc.params import BackendOutput, Constraint, GenerationParams, Timing
 
 KNOWN_OPTIONS = {"precision", "provider_options"}
 
-# Target -> (ORT provider name, the package that has it, our pip extra, how users call it).
-PROVIDERS: dict[str, tuple[str | None, str, str, str]] = {
-    "CPU": (None, "onnxruntime-genai", "onnx", "CPU"),
-    "DML": ("dml", "onnxruntime-genai-directml", "directml", "DirectML"),
-    "CUDA": ("cuda", "onnxruntime-genai-cuda", "onnx-cuda", "CUDA"),
+# Target -> (the package whose build has its execution provider, our pip extra, how users call it). The provider's
+# own name comes from the device table (DeviceKind.onnx_provider).
+PROVIDERS: dict[str, tuple[str, str, str]] = {
+    "CPU": ("onnxruntime-genai", "onnx", "CPU"),
+    "DML": ("onnxruntime-genai-directml", "directml", "DirectML"),
+    "CUDA": ("onnxruntime-genai-cuda", "onnx-cuda", "CUDA"),
 }
 BUILD_PACKAGES = ("onnxruntime-genai", "onnxruntime-genai-directml", "onnxruntime-genai-cuda")
 # Constraint kinds -> llguidance grammar types that GeneratorParams.set_guidance takes.
@@ -323,7 +324,7 @@ def _require_provider(target: str) -> str:
 
 
 def _provider_error(target: str, cause: BaseException | None = None) -> ExecutionProviderNotInstalledError:
-    _, package, extra, label = PROVIDERS[target]
+    package, extra, label = PROVIDERS[target]
     installed = ", ".join(installed_builds()) or "onnxruntime-genai (version unknown)"
     return ExecutionProviderNotInstalledError(label, package, extra, installed, cause)
 
@@ -333,7 +334,8 @@ def load_model(path: Path, target: str, provider_options: dict[str, Any]) -> Any
     config = og.Config(str(path))
     # Start from no providers: a model exported for DirectML or CUDA names its provider in genai_config.json.
     config.clear_providers()
-    provider = PROVIDERS[target][0]
+    # The CPU is ORT's built-in provider: nothing to append.
+    provider = None if target == "CPU" else DEVICE_KINDS[target].onnx_provider
     if provider is not None:
         config.append_provider(provider)
         for key, value in provider_options.items():
