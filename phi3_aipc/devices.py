@@ -6,6 +6,7 @@ resolver, export) asks this module instead of parsing device strings itself.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 import sys
@@ -157,6 +158,15 @@ def refuse_kind(device: str, backend: str) -> DeviceNotFoundError:
     )
 
 
+@functools.cache
+def openvino_devices() -> tuple[str, ...]:
+    """The devices OpenVINO reports (e.g. 'CPU', 'GPU.0', 'NPU'), asked once per process: creating an OpenVINO
+    Core takes milliseconds, and every ``get_engine`` call resolves its device."""
+    import openvino as ov
+
+    return tuple(ov.Core().available_devices)
+
+
 # -- probes for 'auto' on Windows (imports a runtime only when asked) ---------------------------------------------
 def _is_windows() -> bool:
     return sys.platform == "win32"
@@ -166,9 +176,7 @@ def _openvino_accelerator() -> bool:
     """Whether OpenVINO is installed and sees an NPU or GPU."""
     if importlib.util.find_spec("openvino") is None:
         return False
-    import openvino as ov
-
-    return any(_reported_kind(d) in ("NPU", "GPU") for d in ov.Core().available_devices)
+    return any(_reported_kind(d) in ("NPU", "GPU") for d in openvino_devices())
 
 
 def _directml_available() -> bool:

@@ -9,7 +9,14 @@ from typing import Any
 import openvino_genai as ov_genai
 
 from phi3_aipc.backends.base import Backend, Message, TextCallback
-from phi3_aipc.devices import DEVICE_KINDS, device_kind, normalise_device, pick_device, refuse_kind
+from phi3_aipc.devices import (
+    DEVICE_KINDS,
+    device_kind,
+    normalise_device,
+    openvino_devices,
+    pick_device,
+    refuse_kind,
+)
 from phi3_aipc.errors import InvalidParameterError
 from phi3_aipc.models import Artifact
 from phi3_aipc.params import BackendOutput, Constraint, GenerationParams, Timings
@@ -20,9 +27,7 @@ NPU_HINTS = ("FAST_COMPILE", "BEST_PERF")
 
 
 def available_devices() -> list[str]:
-    import openvino as ov
-
-    return list(ov.Core().available_devices)
+    return list(openvino_devices())
 
 
 class OpenVINOGenAIBackend(Backend):

@@ -16,7 +16,7 @@ from optimum.intel import OVModelForCausalLM
 
 from phi3_aipc.backends.options import trust_remote_code
 from phi3_aipc.backends.transformers_backend import TransformersBackend
-from phi3_aipc.devices import DEVICE_KINDS, device_kind, pick_device, refuse_kind
+from phi3_aipc.devices import DEVICE_KINDS, device_kind, openvino_devices, pick_device, refuse_kind
 from phi3_aipc.errors import InvalidParameterError
 from phi3_aipc.models import Artifact
 from phi3_aipc.paths import compile_cache_dir
@@ -87,6 +87,4 @@ def _parse_options(options: Mapping[str, Any], device: str) -> dict[str, Any]:
 
 
 def available_devices() -> list[str]:
-    import openvino as ov
-
-    return list(ov.Core().available_devices)
+    return list(openvino_devices())
