@@ -153,3 +153,17 @@ def test_an_export_into_an_unwritable_cache_names_the_directory(
     with pytest.raises(CacheNotWritableError, match="PHI3_AIPC_CACHE") as info:
         get_engine(str(tiny_phi3_hf), "cpu")
     assert str(unwritable_cache) in str(info.value)
+
+
+def test_without_the_gguf_package_a_gguf_is_not_loaded_unchecked(
+    smollm2_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from phi3_aipc.errors import BackendNotInstalledError
+    from phi3_aipc.models import files
+
+    files._gguf_facts.cache_clear()  # forget earlier checks of this file
+    monkeypatch.setitem(sys.modules, "gguf", None)  # as if the package were not installed
+    with pytest.raises(BackendNotInstalledError, match="'gguf' package.*phi3-aipc\\[openvino\\]"):
+        get_engine(str(smollm2_gguf), "cpu")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from phi3_aipc.errors import InvalidModelFileError, ModelNotFoundError
+from phi3_aipc.errors import BackendNotInstalledError, InvalidModelFileError, ModelNotFoundError
 
 ArtifactFormat = Literal["openvino-ir", "gguf", "onnx", "hf-checkpoint"]
 
@@ -127,7 +127,11 @@ def _gguf_facts(path: str, size: int, mtime_ns: int) -> ModelFacts:
     del size, mtime_ns  # part of the cache key only: a rewritten file is read again
     if os.path.getsize(path) == 0:
         raise InvalidModelFileError(f"'{path}' is empty (0 bytes), not a GGUF model. Download it again.")
-    from gguf import GGUFReader
+    try:
+        from gguf import GGUFReader
+    except ImportError as exc:
+        # Never hand an unchecked GGUF to OpenVINO GenAI: a broken one crashes the process.
+        raise BackendNotInstalledError("openvino", "gguf", "openvino", exc) from exc
 
     try:
         reader = GGUFReader(path)
