@@ -29,12 +29,19 @@ class BackendInfo:
     requires: str
     package: str
     extra: str
-    devices: str
+    #: A word on where it runs, for `phi3-aipc doctor`; which device kinds it serves is the device table's.
+    note: str
     #: Artifact formats it runs, in order of preference; a checkpoint is exported to the first exportable one.
     formats: tuple[str, ...]
     #: The tokenizer files it reads from an OpenVINO IR folder: 'openvino' (tokenizer IR) or 'hf'.
     tokenizer: str = "hf"
     aliases: tuple[str, ...] = ()
+
+    @property
+    def devices(self) -> str:
+        """The device kinds it serves (from ``phi3_aipc.devices``), with its note."""
+        kinds = ", ".join(kind.name for kind in devices.DEVICE_KINDS.values() if self.name in kind.backends)
+        return f"{kinds} ({self.note})" if self.note else kinds
 
 
 BACKENDS: dict[str, BackendInfo] = {
@@ -47,7 +54,7 @@ BACKENDS: dict[str, BackendInfo] = {
             "openvino_genai",
             "openvino-genai",
             "openvino",
-            "NPU, GPU (Intel Arc / iGPU), CPU",
+            "Intel Arc / iGPU on the GPU",
             formats=("openvino-ir", "gguf"),
             tokenizer="openvino",
             aliases=("ov", "openvino-genai", "openvino_genai"),
@@ -59,7 +66,7 @@ BACKENDS: dict[str, BackendInfo] = {
             "transformers",
             "transformers",
             "transformers",
-            "CPU, CUDA",
+            "the reference implementation",
             formats=("hf-checkpoint",),
             aliases=("hf", "torch"),
         ),
@@ -70,7 +77,7 @@ BACKENDS: dict[str, BackendInfo] = {
             "onnxruntime_genai",
             "onnxruntime-genai",
             "onnx",
-            "DirectML (Windows GPUs and iGPUs), CPU, CUDA",
+            "GPU and DML: DirectML on Windows GPUs and iGPUs",
             formats=("onnx",),
             aliases=("ort", "onnxruntime-genai", "onnxruntime_genai"),
         ),
@@ -81,7 +88,7 @@ BACKENDS: dict[str, BackendInfo] = {
             "optimum.intel",
             "optimum-intel",
             "optimum-intel",
-            "GPU (Intel Arc / iGPU, ids like GPU.0), CPU",
+            "Intel Arc / iGPU, ids like GPU.0",
             formats=("openvino-ir",),
             aliases=("optimum", "optimum_intel"),
         ),
@@ -93,7 +100,7 @@ BACKENDS: dict[str, BackendInfo] = {
             "transformers",
             "intel-npu-acceleration-library",
             "npu-lib",
-            "NPU (end of life, unverified here; prefer openvino on the NPU)",
+            "end of life, unverified here; prefer openvino on the NPU",
             formats=("hf-checkpoint",),
             aliases=("npu_lib", "intel-npu-acceleration-library"),
         ),
