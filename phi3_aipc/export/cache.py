@@ -8,6 +8,7 @@ folder named by one key: the source's path and fingerprint, the plan, and the ex
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 from importlib import metadata
@@ -56,13 +57,19 @@ def fingerprint(source: Path) -> str:
 
 def exporter_versions(to: str) -> dict[str, str]:
     """phi3-aipc's and the exporter packages' versions, for the manifest and the cache key."""
+    return dict(_versions(to))
+
+
+@functools.cache
+def _versions(to: str) -> tuple[tuple[str, str], ...]:
+    # Installed versions do not change under a running process; asking metadata costs milliseconds per call.
     found = {}
     for package in ("phi3-aipc", *EXPORTER_PACKAGES[to]):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             continue
-    return found
+    return tuple(found.items())
 
 
 def exports_dir() -> Path:
