@@ -7,7 +7,7 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from phi3_aipc.backends.base import Backend, Message
@@ -346,7 +346,13 @@ class _StreamEnded(Exception):
 # -- the shared engine cache ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EngineKey:
-    model: str
+    """What makes two engines the same: the resolved artifact, the resolved device, the backend and its options.
+
+    So every spelling of one model ('phi-3-mini' or its repo id, 'smollm2' or its GGUF path) on one device
+    ('auto', 'cpu', ' CPU ') shares one loaded engine.
+    """
+
+    artifact: str
     device: str
     backend: str
     options: tuple[tuple[str, str], ...]
@@ -365,16 +371,18 @@ def get_engine(
 ) -> Engine:
     """The process-wide engine for (model, device, backend, options), loading it on first use.
 
-    Every wrapper that asks for the same combination shares one loaded model. Concurrent first calls load once.
+    The model and device are resolved first (an alias, a repo id and a path to the same files are one model;
+    'auto' becomes the device it picks), so every wrapper that means the same thing shares one loaded model.
+    Concurrent first calls load once. ``release_engine`` or ``clear_engines`` free it.
     """
-    from phi3_aipc.backends import load_backend, resolve_backend_name
+    from phi3_aipc.backends import prepare
 
-    backend_name = resolve_backend_name(backend, device)
+    request = prepare(backend, model, device, options)
     key = EngineKey(
-        model=str(model or ""),
-        device=str(device or "auto").upper(),
-        backend=backend_name,
-        options=tuple(sorted((str(k), repr(v)) for k, v in (options or {}).items())),
+        artifact=f"{request.artifact.format}:{request.artifact.path}",
+        device=request.device,
+        backend=request.backend.name,
+        options=tuple(sorted((k, repr(v)) for k, v in request.options.items())),
     )
     with _engines_lock:
         engine = _engines.get(key)
@@ -385,10 +393,25 @@ def get_engine(
         with _engines_lock:
             engine = _engines.get(key)
         if engine is None:
-            engine = Engine(load_backend(backend_name, model, device, dict(options or {})))
+            engine = Engine(request.load())
             with _engines_lock:
                 _engines[key] = engine
     return engine
+
+
+def release_engine(engine: Engine) -> bool:
+    """Drop ``engine`` from the shared cache and close its backend; False if it was not cached.
+
+    Its memory is returned once no caller holds the engine any more; a later ``get_engine`` loads afresh.
+    """
+    with _engines_lock:
+        keys = [key for key, cached in _engines.items() if cached is engine]
+        for key in keys:
+            del _engines[key]
+            _loading_locks.pop(key, None)
+    if keys:
+        engine.backend.close()
+    return bool(keys)
 
 
 def clear_engines() -> None:
@@ -399,8 +422,3 @@ def clear_engines() -> None:
         _loading_locks.clear()
     for engine in engines:
         engine.backend.close()
-
-
-def with_defaults(params: GenerationParams, **overrides: Any) -> GenerationParams:
-    """Copy ``params`` with the overrides that are not None."""
-    return replace(params, **{k: v for k, v in overrides.items() if v is not None})

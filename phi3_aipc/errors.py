@@ -76,3 +76,15 @@ class ExecutionProviderNotInstalledError(BackendNotInstalledError):
 
 class OnnxExportError(Phi3AIPCError, RuntimeError):
     """The ONNX Runtime GenAI model builder failed to export a checkpoint."""
+
+
+class InvalidModelFileError(ModelNotFoundError):
+    """A model file or folder exists but is broken or incomplete (e.g. a truncated GGUF, an IR without tokenizer)."""
+
+
+class CacheNotWritableError(Phi3AIPCError, PermissionError):
+    """phi3-aipc's cache directory (PHI3_AIPC_CACHE) cannot be written."""
+
+
+class ExportError(Phi3AIPCError, RuntimeError):
+    """An export ran but its result is unusable (e.g. the tokenizer IR is missing)."""

@@ -15,7 +15,7 @@ from phi3_aipc.engine import Engine, clear_engines
 from phi3_aipc.errors import InvalidParameterError, ModelNotFoundError
 from phi3_aipc.export import (
     MANIFEST_NAME,
-    auto_export_path,
+    export_cache_path,
     export_model,
     exports_dir,
     plan_export,
@@ -105,6 +105,7 @@ def test_gpu_preset_is_the_recipe_and_runs_on_optimum_intel(exported: dict[str, 
         "group_size": 128,
         "ratio": 0.6,
         "group_size_fallback": "adjust",
+        "provider": None,
     }
     types = _weight_types(folder)
     assert types["i4"] > 0 and types["u4"] == 0 and types["u8"] + types["i8"] > 0
@@ -168,6 +169,7 @@ def test_onnx_int4_cpu_export_generates(tiny_phi3_hf: Path, tmp_path: Path) -> N
         "group_size": None,
         "ratio": None,
         "group_size_fallback": None,
+        "provider": "cpu",
     }
     model = og.Model(str(out))
     tokenizer = og.Tokenizer(model)
@@ -218,12 +220,15 @@ def test_auto_export_key_changes_with_source_and_options(tiny_phi3_hf: Path, tmp
 
     copy = Path(shutil.copytree(tiny_phi3_hf, tmp_path / "copy"))
     cpu, npu = plan_export(device="cpu"), plan_export(device="npu")
-    key = auto_export_path(copy, cpu)
-    assert auto_export_path(copy, cpu) == key
-    assert auto_export_path(copy, npu) != key
+    key = export_cache_path(copy, cpu)
+    assert export_cache_path(copy, cpu) == key
+    assert export_cache_path(copy, npu) != key
     config = copy / "config.json"
     os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 10**9))
-    assert auto_export_path(copy, cpu) != key
+    assert export_cache_path(copy, cpu) != key
+    # One key for both formats: the ONNX export of the same folder lives beside it under exports/onnx.
+    onnx = export_cache_path(copy, plan_export("onnx", "cpu"))
+    assert onnx.parent.name == "onnx" and onnx.parent.parent == export_cache_path(copy, cpu).parent.parent
 
 
 # -- errors -------------------------------------------------------------------------------------------------------
@@ -263,6 +268,7 @@ def test_presets() -> None:
         "group_size": -1,
         "ratio": 1.0,
         "group_size_fallback": None,
+        "provider": None,
     }
     assert plan_export(device="npu", group_size=128).group_size == 128
     assert plan_export(device="cpu").precision == "int8"
@@ -294,7 +300,8 @@ def test_source_and_output_errors(tiny_phi3_hf: Path, tmp_path: Path) -> None:
 def test_missing_tokenizer_ir_fails_the_export_check(exported: dict[str, Path], tmp_path: Path) -> None:
     import shutil
 
-    from phi3_aipc.export import ExportError, _check_openvino_tokenizer
+    from phi3_aipc.export import ExportError
+    from phi3_aipc.export.openvino import check_tokenizer as _check_openvino_tokenizer
 
     broken = Path(shutil.copytree(exported["int4-npu"], tmp_path / "broken"))
     _check_openvino_tokenizer(Path("src"), broken, plan_export(device="npu"))

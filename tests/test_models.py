@@ -8,8 +8,12 @@ from pathlib import Path
 import pytest
 
 from phi3_aipc import GenerationParams, ModelNotFoundError, get_engine
-from phi3_aipc.backends.openvino_genai import resolve_model
-from phi3_aipc.models import canonical_model_id, smollm2_gguf
+from phi3_aipc.models import canonical_model_id, resolve, smollm2_gguf
+
+
+def resolve_model(model: str | None, device_kind: str) -> Path:
+    return resolve(model, device_kind, "openvino").path
+
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -58,11 +62,15 @@ def test_an_uncached_model_offline_says_what_to_download(hub_cache: Path) -> Non
         resolve_model("microsoft/Phi-3-mini-4k-instruct", "NPU")
     message = str(info.value)
     assert "OpenVINO/Phi-3-mini-4k-instruct-int4-cw-ov" in message
-    assert "huggingface-cli download" in message and "local model path" in message
+    assert (
+        "hf download OpenVINO/Phi-3-mini-4k-instruct-int4-cw-ov" in message and "local model path" in message
+    )
 
 
 def test_phi4_mini_on_the_npu_points_to_export(hub_cache: Path) -> None:
-    with pytest.raises(ModelNotFoundError, match="phi3-aipc export microsoft/Phi-4-mini-instruct OUT"):
+    with pytest.raises(
+        ModelNotFoundError, match="phi3-aipc export microsoft/Phi-4-mini-instruct OUT --to openvino --for npu"
+    ):
         resolve_model("phi-4-mini", "NPU")
 
 

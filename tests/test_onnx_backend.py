@@ -24,8 +24,10 @@ from phi3_aipc import (  # noqa: E402
     get_engine,
 )
 from phi3_aipc.backends import onnx_genai, resolve_backend_name  # noqa: E402
-from phi3_aipc.convert_onnx import cached_export, export_cache_dir, export_onnx  # noqa: E402
 from phi3_aipc.errors import ExecutionProviderNotInstalledError  # noqa: E402
+from phi3_aipc.export import export_cache_path, plan_export, read_manifest  # noqa: E402
+from phi3_aipc.export.onnx import export_onnx  # noqa: E402
+from phi3_aipc.models import resolve  # noqa: E402
 from phi3_aipc.params import Constraint, TaggedSchema  # noqa: E402
 from phi3_aipc.testing import build_smollm2_hf, cached_model_dir  # noqa: E402
 
@@ -106,6 +108,11 @@ def test_usage_timings_and_context_window(ort_tiny: Engine, tiny_phi3_ort: Path)
     assert ort_tiny.model_family == "phi3"
 
 
+def test_special_tokens_come_from_the_folders_tokenizer(ort_tiny: Engine) -> None:
+    assert ort_tiny.special_tokens == {"<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"}
+    assert ort_tiny.model_family == "phi3"
+
+
 def test_max_new_tokens_counts_only_new_tokens(ort_tiny: Engine) -> None:
     # ORT's max_length counts the prompt: a long prompt must still get its full max_new_tokens.
     long_chat = [{"role": "user", "content": "weather " * 300}]
@@ -160,10 +167,14 @@ def test_hf_folder_is_exported_once_into_the_cache(
 ) -> None:
     monkeypatch.setenv("PHI3_AIPC_CACHE", str(tmp_path))
     engine = get_engine(str(tiny_phi3_hf), "cpu", backend="onnx", options={"precision": "fp32"})
-    export = export_cache_dir(tiny_phi3_hf, "fp32", "cpu")
+    export = export_cache_path(tiny_phi3_hf, plan_export("onnx", "cpu", "fp32"))
     assert export.parent == tmp_path / "exports" / "onnx" and (export / "genai_config.json").is_file()
+    assert engine.backend.artifact.path == export
+    # The same manifest as an OpenVINO export: one cache, one fingerprint for both formats.
+    assert read_manifest(export)["options"]["provider"] == "cpu"
     stamp = (export / "model.onnx").stat().st_mtime_ns
-    assert cached_export(tiny_phi3_hf, "fp32", "cpu") == export
+    again = resolve(str(tiny_phi3_hf), "CPU", "onnx", precision="fp32")
+    assert again.path == export and again.format == "onnx"
     assert (export / "model.onnx").stat().st_mtime_ns == stamp
     assert [p.name for p in export.parent.iterdir()] == [export.name]  # no staging folder left
     assert engine.generate(CHAT, GREEDY).text == ort_tiny.generate(CHAT, GREEDY).text
@@ -220,7 +231,8 @@ def test_smollm2_structural_tags(smollm2: Engine) -> None:
 def test_model_inputs_it_cannot_load(tmp_path: Path, smollm2_gguf: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="build_smollm2_hf"):
         get_engine("smollm2", "cpu", backend="onnx")
-    with pytest.raises(ModelNotFoundError, match="GGUF"):
+    # The packaged GGUF by path is the same catalogue model as 'smollm2', with the same explanation.
+    with pytest.raises(ModelNotFoundError, match="quantized GGUF"):
         get_engine(str(smollm2_gguf), "cpu", backend="onnx")
     with pytest.raises(ModelNotFoundError, match="genai_config.json"):
         get_engine(str(tmp_path), "cpu", backend="onnx")
@@ -251,7 +263,7 @@ def test_known_models_map_to_microsofts_subfolders(
     shutil.copytree(tiny_phi3_ort, cpu)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
-    assert onnx_genai.resolve_model("microsoft/Phi-3-mini-4k-instruct", "CPU") == cpu
+    assert resolve("microsoft/Phi-3-mini-4k-instruct", "CPU", "onnx").path == cpu
     engine = get_engine("phi-3-mini", "cpu", backend="onnx")
     assert engine.model_family == "phi3"
     assert engine.generate(CHAT, GenerationParams(max_new_tokens=3, ignore_eos=True)).completion_tokens == 3
@@ -263,7 +275,7 @@ def test_known_models_map_to_microsofts_subfolders(
         with pytest.raises(
             ModelNotFoundError, match=f"Phi-3-mini-4k-instruct-onnx'? \\(subfolder {subfolder}\\)"
         ):
-            onnx_genai.resolve_model("phi-3-mini", target)
+            resolve("phi-3-mini", target, "onnx")
 
 
 # -- DirectML and CUDA selection --------------------------------------------------------------------------------
@@ -317,7 +329,7 @@ def test_gpu_on_windows_with_the_directml_build_appends_the_dml_provider(
 
 
 def test_backend_none_picks_onnx_for_dml_and_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    import phi3_aipc.backends as registry
+    import phi3_aipc.devices as registry
 
     for device in ("dml", "DirectML", "cuda", "cuda:0"):
         assert resolve_backend_name(None, device) == "onnx"

@@ -1,15 +1,23 @@
-"""Backend registry. Nothing here imports a backend's package: a backend loads only when it is chosen."""
+"""Backend registry. Nothing here imports a backend's package: a backend loads only when it is chosen.
+
+Adding a backend is one row in ``BACKENDS`` (plus its module), and its name in the ``backends`` of the device
+kinds it serves in ``phi3_aipc.devices``.
+"""
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from phi3_aipc import devices
+from phi3_aipc.backends import options as load_options
 from phi3_aipc.backends.base import Backend
 from phi3_aipc.errors import BackendNotInstalledError, UnknownBackendError
+
+if TYPE_CHECKING:
+    from phi3_aipc.models import Artifact
 
 
 @dataclass(frozen=True)
@@ -21,7 +29,19 @@ class BackendInfo:
     requires: str
     package: str
     extra: str
-    devices: str
+    #: A word on where it runs, for `phi3-aipc doctor`; which device kinds it serves is the device table's.
+    note: str
+    #: Artifact formats it runs, in order of preference; a checkpoint is exported to the first exportable one.
+    formats: tuple[str, ...]
+    #: The tokenizer files it reads from an OpenVINO IR folder: 'openvino' (tokenizer IR) or 'hf'.
+    tokenizer: str = "hf"
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def devices(self) -> str:
+        """The device kinds it serves (from ``phi3_aipc.devices``), with its note."""
+        kinds = ", ".join(kind.name for kind in devices.DEVICE_KINDS.values() if self.name in kind.backends)
+        return f"{kinds} ({self.note})" if self.note else kinds
 
 
 BACKENDS: dict[str, BackendInfo] = {
@@ -34,7 +54,10 @@ BACKENDS: dict[str, BackendInfo] = {
             "openvino_genai",
             "openvino-genai",
             "openvino",
-            "NPU, GPU (Intel Arc / iGPU), CPU",
+            "Intel Arc / iGPU on the GPU",
+            formats=("openvino-ir", "gguf"),
+            tokenizer="openvino",
+            aliases=("ov", "openvino-genai", "openvino_genai"),
         ),
         BackendInfo(
             "transformers",
@@ -43,7 +66,9 @@ BACKENDS: dict[str, BackendInfo] = {
             "transformers",
             "transformers",
             "transformers",
-            "CPU, CUDA",
+            "the reference implementation",
+            formats=("hf-checkpoint",),
+            aliases=("hf", "torch"),
         ),
         BackendInfo(
             "onnx",
@@ -52,7 +77,9 @@ BACKENDS: dict[str, BackendInfo] = {
             "onnxruntime_genai",
             "onnxruntime-genai",
             "onnx",
-            "DirectML (Windows GPUs and iGPUs), CPU, CUDA",
+            "GPU and DML: DirectML on Windows GPUs and iGPUs",
+            formats=("onnx",),
+            aliases=("ort", "onnxruntime-genai", "onnxruntime_genai"),
         ),
         BackendInfo(
             "optimum-intel",
@@ -61,7 +88,9 @@ BACKENDS: dict[str, BackendInfo] = {
             "optimum.intel",
             "optimum-intel",
             "optimum-intel",
-            "GPU (Intel Arc / iGPU, ids like GPU.0), CPU",
+            "Intel Arc / iGPU, ids like GPU.0",
+            formats=("openvino-ir",),
+            aliases=("optimum", "optimum_intel"),
         ),
         BackendInfo(
             "npu-lib",
@@ -71,39 +100,20 @@ BACKENDS: dict[str, BackendInfo] = {
             "transformers",
             "intel-npu-acceleration-library",
             "npu-lib",
-            "NPU (end of life, unverified here; prefer openvino on the NPU)",
+            "end of life, unverified here; prefer openvino on the NPU",
+            formats=("hf-checkpoint",),
+            aliases=("npu_lib", "intel-npu-acceleration-library"),
         ),
     )
 }
-
-ALIASES = {
-    "ov": "openvino",
-    "openvino-genai": "openvino",
-    "openvino_genai": "openvino",
-    "hf": "transformers",
-    "torch": "transformers",
-    "ort": "onnx",
-    "onnxruntime-genai": "onnx",
-    "onnxruntime_genai": "onnx",
-    "optimum": "optimum-intel",
-    "optimum_intel": "optimum-intel",
-    "npu_lib": "npu-lib",
-    "intel-npu-acceleration-library": "npu-lib",
-}
-
-DEFAULT_BACKEND = "openvino"
-
-
-def register_backend(info: BackendInfo, *aliases: str) -> None:
-    """Add a backend to the registry (used by the built-in optional backends, and open to plugins)."""
-    BACKENDS[info.name] = info
-    for alias in aliases:
-        ALIASES[alias] = info.name
+ALIASES = {alias: info.name for info in BACKENDS.values() for alias in info.aliases}
+DEFAULT_BACKEND = devices.DEFAULT_BACKEND
 
 
 def resolve_backend_name(backend: str | None, device: str | None = None) -> str:
+    """The registry name of ``backend``; None means the default for ``device`` (see ``phi3_aipc.devices``)."""
     if backend is None:
-        return _default_backend(device)
+        return devices.default_backend(device)
     name = str(backend).strip().lower()
     name = ALIASES.get(name, name)
     if name not in BACKENDS:
@@ -114,45 +124,13 @@ def resolve_backend_name(backend: str | None, device: str | None = None) -> str:
     return name
 
 
-# Devices only ONNX Runtime GenAI drives.
-_ONNX_ONLY_DEVICES = ("DML", "DIRECTML", "CUDA")
-
-
-def _default_backend(device: str | None) -> str:
-    """OpenVINO, except for the devices only ONNX Runtime GenAI drives, and for 'auto' on a Windows PC whose
-    only GPU route is DirectML (no NPU or GPU that OpenVINO can use)."""
-    kind = str(device or "auto").strip().upper().split(":", 1)[0].split(".", 1)[0]
-    if kind in _ONNX_ONLY_DEVICES:
-        return "onnx"
-    if kind == "AUTO" and _is_windows() and not _openvino_accelerator() and _directml_available():
-        return "onnx"
-    return DEFAULT_BACKEND
-
-
-def _is_windows() -> bool:
-    return sys.platform == "win32"
-
-
-def _openvino_accelerator() -> bool:
-    """Whether OpenVINO is installed and sees an NPU or GPU (imports OpenVINO: only asked on Windows with 'auto')."""
-    if importlib.util.find_spec("openvino") is None:
-        return False
-    import openvino as ov
-
-    return any(d.split(".", 1)[0] in ("NPU", "GPU") for d in ov.Core().available_devices)
-
-
-def _directml_available() -> bool:
-    if importlib.util.find_spec("onnxruntime_genai") is None:
-        return False
-    import onnxruntime_genai as og
-
-    return bool(og.is_dml_available())
+def backend_info(name: str) -> BackendInfo:
+    return BACKENDS[resolve_backend_name(name)]
 
 
 def backend_class(name: str) -> type[Backend]:
     """Import the backend's module, turning a missing dependency into an error that names the pip extra."""
-    info = BACKENDS[resolve_backend_name(name)]
+    info = backend_info(name)
     try:
         importlib.import_module(info.requires)
     except ImportError as exc:
@@ -161,5 +139,43 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(module, info.cls)
 
 
-def load_backend(name: str, model: str | None, device: str | None, options: dict[str, Any]) -> Backend:
-    return backend_class(name).load(model, device, options)
+@dataclass(frozen=True)
+class LoadRequest:
+    """Everything resolved before a load: the backend, the concrete device, the artifact, the backend's options."""
+
+    backend: type[Backend]
+    device: str
+    artifact: Artifact
+    options: dict[str, Any]
+
+    def load(self) -> Backend:
+        return self.backend.load(self.artifact, self.device, dict(self.options))
+
+
+def prepare(
+    name: str | None, model: Any, device: str | None, options: Mapping[str, Any] | None = None
+) -> LoadRequest:
+    """Resolve the backend, the device and the model (exporting it once if needed), without loading it."""
+    from phi3_aipc.models import resolve
+
+    opts = load_options.check_options(options)
+    requested = devices.normalise_device(device)
+    cls = backend_class(resolve_backend_name(name, requested))
+    target = cls.pick_device(requested, opts)
+    resolver_keys = load_options.RESOLVER_OPTIONS | cls.resolver_options
+    artifact = resolve(
+        model,
+        devices.device_kind(target),
+        cls.name,
+        revision=load_options.revision(opts),
+        precision=opts.get("precision") if "precision" in cls.resolver_options else None,
+    )
+    backend_opts = {k: v for k, v in opts.items() if k not in resolver_keys}
+    return LoadRequest(cls, target, artifact, backend_opts)
+
+
+def load_backend(
+    name: str | None, model: Any, device: str | None, options: Mapping[str, Any] | None = None
+) -> Backend:
+    """Resolve and load, without the shared engine cache (``phi3_aipc.get_engine`` is the cached way)."""
+    return prepare(name, model, device, options).load()

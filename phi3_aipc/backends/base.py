@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phi3_aipc.params import BackendOutput, Constraint, GenerationParams
+
+if TYPE_CHECKING:
+    from phi3_aipc.models import Artifact
 
 # Called with each decoded text delta as soon as it exists; returns False to stop generation.
 TextCallback = Callable[[str], bool]
@@ -15,26 +18,38 @@ Message = Mapping[str, Any]
 
 
 class Backend(ABC):
-    """One loaded model on one device. The engine serialises calls, so a backend need not be thread-safe."""
+    """One loaded model on one device. The engine serialises calls, so a backend need not be thread-safe.
+
+    A backend never finds or converts models: ``phi3_aipc.models.resolve`` hands it an artifact in a format it
+    declared (``BackendInfo.formats``), and it only runs it.
+    """
 
     name: str = ""
     #: Constraint kinds this backend can enforce while decoding.
     constraint_kinds: frozenset[str] = frozenset()
+    #: This backend's options that are meant for the model resolver (besides 'revision'), e.g. export precision.
+    resolver_options: frozenset[str] = frozenset()
 
-    def __init__(self, model_name: str, device: str):
-        self.model_name = model_name
+    def __init__(self, artifact: Artifact, device: str):
+        self.artifact = artifact
+        self.model_name = artifact.model_id
         self.device = device
         self.load_ms: float | None = None
 
     @classmethod
     @abstractmethod
-    def load(cls, model: str | None, device: str | None, options: dict[str, Any]) -> Backend:
-        """Resolve ``model`` for ``device`` and load it. Raises phi3_aipc errors for bad input."""
+    def pick_device(cls, requested: str, options: Mapping[str, Any]) -> str:
+        """The concrete device this backend runs ``requested`` on ('AUTO' resolved, presence checked)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, artifact: Artifact, device: str, options: dict[str, Any]) -> Backend:
+        """Load a resolved artifact on a device ``pick_device`` returned. Raises phi3_aipc errors for bad input."""
 
     @property
     def context_window(self) -> int | None:
-        """Prompt plus output tokens the model (or device) accepts, when known."""
-        return None
+        """Prompt plus output tokens the model (or device) accepts, from the model's metadata."""
+        return self.artifact.context_window
 
     @property
     def max_prompt_tokens(self) -> int | None:
@@ -44,12 +59,12 @@ class Backend(ABC):
     @property
     def special_tokens(self) -> frozenset[str]:
         """The tokenizer's control tokens as text (e.g. '<|end|>'), so message content can be kept from forging them."""
-        return frozenset()
+        return self.artifact.special_tokens
 
     @property
     def model_family(self) -> str:
         """'phi3', 'phi4', or 'other': picks the tool-call format."""
-        return "other"
+        return self.artifact.family.name
 
     @abstractmethod
     def apply_chat_template(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> str:

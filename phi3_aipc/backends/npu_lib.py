@@ -14,15 +14,17 @@ from __future__ import annotations
 import importlib
 import time
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import transformers
 
-from phi3_aipc import models
-from phi3_aipc.backends.transformers_backend import TransformersBackend, resolve_model
-from phi3_aipc.devices import device_kind, normalise_device
-from phi3_aipc.errors import BackendNotInstalledError, DeviceNotFoundError, InvalidParameterError
+from phi3_aipc.backends.options import trust_remote_code
+from phi3_aipc.backends.transformers_backend import TransformersBackend
+from phi3_aipc.devices import device_kind, refuse_kind
+from phi3_aipc.errors import BackendNotInstalledError, InvalidParameterError
+from phi3_aipc.models import Artifact
 
 LIBRARY = "intel_npu_acceleration_library"
 DTYPES = ("int4", "int8", "fp16")
@@ -54,13 +56,19 @@ class NPULibraryBackend(TransformersBackend):
     dtype: str = "int4"
 
     @classmethod
-    def load(cls, model: str | None, device: str | None, options: dict[str, Any]) -> NPULibraryBackend:
+    def pick_device(cls, requested: str, options: Mapping[str, Any]) -> str:
         # FutureWarning, not DeprecationWarning: Python hides the latter outside __main__, and users must see it.
         warnings.warn(DEPRECATION, FutureWarning, stacklevel=2)
+        _parse_options(options)
+        if requested == "AUTO" or device_kind(requested) == "NPU":
+            return "NPU"
+        raise refuse_kind(requested, "npu-lib")
+
+    @classmethod
+    def load(cls, artifact: Artifact, device: str, options: dict[str, Any]) -> NPULibraryBackend:
         dtype_name, trust = _parse_options(options)
-        target = _pick_target(normalise_device(device))
         library, compiler = _import_library()
-        path = resolve_model(model)
+        path = artifact.path
         started = time.perf_counter()
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
         kwargs: dict[str, Any] = {"use_cache": True, "attn_implementation": "sdpa"}
@@ -70,13 +78,13 @@ class NPULibraryBackend(TransformersBackend):
         loaded = library.NPUModelForCausalLM.from_pretrained(
             str(path), config=compiler.CompilerConfig(dtype=_library_dtype(library, dtype_name)), **kwargs
         ).eval()
-        backend = cls(loaded, tokenizer, models.canonical_model_id(model), target)
+        backend = cls(loaded, tokenizer, artifact, device)
         backend.dtype = dtype_name
         backend.load_ms = (time.perf_counter() - started) * 1000
         return backend
 
 
-def _parse_options(options: dict[str, Any]) -> tuple[str, bool]:
+def _parse_options(options: Mapping[str, Any]) -> tuple[str, bool]:
     unknown = set(options) - KNOWN_OPTIONS
     if unknown:
         raise InvalidParameterError(
@@ -87,16 +95,7 @@ def _parse_options(options: dict[str, Any]) -> tuple[str, bool]:
         raise InvalidParameterError(
             f"npu-lib dtype must be one of {', '.join(DTYPES)}, got {options['dtype']!r}."
         )
-    return dtype, bool(options.get("trust_remote_code", False))
-
-
-def _pick_target(requested: str) -> str:
-    if requested == "AUTO" or device_kind(requested) == "NPU":
-        return "NPU"
-    raise DeviceNotFoundError(
-        f"The npu-lib backend runs on the NPU only, not '{requested.lower()}'. For the CPU or GPU use "
-        "backend='openvino'."
-    )
+    return dtype, trust_remote_code(options)
 
 
 def _import_library() -> tuple[Any, Any]:

@@ -11,32 +11,31 @@ import importlib.metadata
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import onnxruntime_genai as og
 
-from phi3_aipc import models
 from phi3_aipc.backends.base import Backend, Message, TextCallback
-from phi3_aipc.devices import device_kind, normalise_device
+from phi3_aipc.devices import DEVICE_KINDS, device_kind, refuse_kind
 from phi3_aipc.errors import (
     DeviceNotFoundError,
     ExecutionProviderNotInstalledError,
     InvalidParameterError,
-    ModelNotFoundError,
     UnsupportedFeatureError,
 )
-from phi3_aipc.families import detect_family
+from phi3_aipc.models import Artifact
 from phi3_aipc.params import BackendOutput, Constraint, GenerationParams, Timings
 
 KNOWN_OPTIONS = {"precision", "provider_options"}
-DEFAULT_PRECISION = "int4"
 
-# Target -> (ORT provider name, the package that has it, our pip extra, how users call it).
-PROVIDERS: dict[str, tuple[str | None, str, str, str]] = {
-    "CPU": (None, "onnxruntime-genai", "onnx", "CPU"),
-    "DML": ("dml", "onnxruntime-genai-directml", "directml", "DirectML"),
-    "CUDA": ("cuda", "onnxruntime-genai-cuda", "onnx-cuda", "CUDA"),
+# Target -> (the package whose build has its execution provider, our pip extra, how users call it). The provider's
+# own name comes from the device table (DeviceKind.onnx_provider).
+PROVIDERS: dict[str, tuple[str, str, str]] = {
+    "CPU": ("onnxruntime-genai", "onnx", "CPU"),
+    "DML": ("onnxruntime-genai-directml", "directml", "DirectML"),
+    "CUDA": ("onnxruntime-genai-cuda", "onnx-cuda", "CUDA"),
 }
 BUILD_PACKAGES = ("onnxruntime-genai", "onnxruntime-genai-directml", "onnxruntime-genai-cuda")
 # Constraint kinds -> llguidance grammar types that GeneratorParams.set_guidance takes.
@@ -71,42 +70,29 @@ class OnnxGenAIBackend(Backend):
     name = "onnx"
     constraint_kinds = frozenset({"json_schema", "regex", "grammar", "structural_tags"})
 
-    def __init__(self, model: Any, model_name: str, device: str, model_path: Path):
-        super().__init__(model_name, device)
+    resolver_options = frozenset({"precision"})
+
+    def __init__(self, model: Any, artifact: Artifact, device: str):
+        super().__init__(artifact, device)
         self._model = model
         self._tokenizer = og.Tokenizer(model)
-        self._model_path = model_path
-        self._genai_config = _read_genai_config(model_path)
+        self._genai_config = _read_genai_config(artifact.path)
         self._eos = {int(t) for t in self._tokenizer.eos_token_ids}
 
     # -- loading ---------------------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, model: str | None, device: str | None, options: dict[str, Any]) -> OnnxGenAIBackend:
-        unknown = set(options) - KNOWN_OPTIONS
-        if unknown:
-            raise InvalidParameterError(
-                f"Unknown option(s) for the onnx backend: {sorted(unknown)}; it accepts {sorted(KNOWN_OPTIONS)} "
-                f"(precision: int4|fp16|fp32 for exports of a Hugging Face checkpoint; provider_options: a dict "
-                f"passed to the execution provider, e.g. {{'device_id': '1'}} for a second DirectML adapter)."
-            )
-        target = pick_target(normalise_device(device))
-        path = resolve_model(model, target, str(options.get("precision", DEFAULT_PRECISION)))
+    def pick_device(cls, requested: str, options: Mapping[str, Any]) -> str:
+        _check_options(options)
+        return pick_target(requested)
+
+    @classmethod
+    def load(cls, artifact: Artifact, device: str, options: dict[str, Any]) -> OnnxGenAIBackend:
+        _check_options(options)
         started = time.perf_counter()
-        loaded = load_model(path, target, options.get("provider_options") or {})
-        backend = cls(loaded, models.canonical_model_id(model), target, path)
+        loaded = load_model(artifact.path, device, options.get("provider_options") or {})
+        backend = cls(loaded, artifact, device)
         backend.load_ms = (time.perf_counter() - started) * 1000
         return backend
-
-    # -- what the engine asks --------------------------------------------------------------------------------------
-    @property
-    def context_window(self) -> int | None:
-        length = self._genai_config.get("model", {}).get("context_length")
-        return int(length) if length else None
-
-    @property
-    def model_family(self) -> str:
-        config = self._genai_config.get("model", {})
-        return detect_family(self.model_name, config.get("type"), config.get("vocab_size")).name
 
     def apply_chat_template(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> str:
         try:
@@ -194,6 +180,22 @@ class OnnxGenAIBackend(Backend):
     def close(self) -> None:
         self._tokenizer = None
         self._model = None
+
+
+def _check_options(options: Mapping[str, Any]) -> None:
+    unknown = set(options) - KNOWN_OPTIONS
+    if unknown:
+        raise InvalidParameterError(
+            f"Unknown option(s) for the onnx backend: {sorted(unknown)}; it accepts {sorted(KNOWN_OPTIONS)} "
+            f"(precision: int4|fp16|fp32 for exports of a Hugging Face checkpoint; provider_options: a dict "
+            f"passed to the execution provider, e.g. {{'device_id': '1'}} for a second DirectML adapter) and "
+            f"'revision' for the Hub download."
+        )
+    provider_options = options.get("provider_options")
+    if provider_options is not None and not isinstance(provider_options, Mapping):
+        raise InvalidParameterError(
+            f"provider_options must be a mapping of provider option names to values, got {provider_options!r}."
+        )
 
 
 def _timings(started: float, token_times: list[float]) -> Timings:
@@ -285,15 +287,17 @@ def _schema_json(schema: str) -> str:
 
 # -- devices -----------------------------------------------------------------------------------------------------
 def pick_target(requested: str) -> str:
-    """'AUTO'/'CPU'/'GPU'/'DML'/'DIRECTML'/'CUDA' -> 'CPU', 'DML' or 'CUDA', checked against the installed build."""
-    kind = device_kind(requested.replace(":", "."))
+    """'AUTO'/'CPU'/'GPU'/'DML'/'CUDA' (normalised) -> 'CPU', 'DML' or 'CUDA', checked against the installed build."""
+    kind = device_kind(requested)
     if kind == "AUTO":
         if is_windows() and provider_available("DML"):
             return "DML"
         return "CUDA" if provider_available("CUDA") else "CPU"
+    if DEVICE_KINDS[kind].onnx_provider is None:
+        raise refuse_kind(requested, "onnx")
     if kind == "CPU":
         return "CPU"
-    if kind in ("DML", "DIRECTML"):
+    if kind == "DML":
         if not is_windows():
             raise DeviceNotFoundError(
                 "DirectML runs only on Windows (it is a DirectX 12 API), and onnxruntime-genai-directml installs only "
@@ -310,14 +314,7 @@ def pick_target(requested: str) -> str:
             f"installed build ({', '.join(installed_builds()) or 'none'}) has no CUDA. Use device='cpu', install "
             "onnxruntime-genai-cuda for an NVIDIA GPU, or use backend='openvino' for an Intel GPU."
         )
-    if kind == "CUDA":
-        return _require_provider("CUDA")
-    if kind == "NPU":
-        raise DeviceNotFoundError("The onnx backend does not drive the NPU; use backend='openvino' for it.")
-    raise DeviceNotFoundError(
-        f"Device '{requested.lower()}' is not one the onnx backend knows: use 'auto', 'cpu', 'gpu', 'dml' "
-        f"(DirectML, Windows) or 'cuda'."
-    )
+    return _require_provider("CUDA")
 
 
 def _require_provider(target: str) -> str:
@@ -327,7 +324,7 @@ def _require_provider(target: str) -> str:
 
 
 def _provider_error(target: str, cause: BaseException | None = None) -> ExecutionProviderNotInstalledError:
-    _, package, extra, label = PROVIDERS[target]
+    package, extra, label = PROVIDERS[target]
     installed = ", ".join(installed_builds()) or "onnxruntime-genai (version unknown)"
     return ExecutionProviderNotInstalledError(label, package, extra, installed, cause)
 
@@ -337,7 +334,8 @@ def load_model(path: Path, target: str, provider_options: dict[str, Any]) -> Any
     config = og.Config(str(path))
     # Start from no providers: a model exported for DirectML or CUDA names its provider in genai_config.json.
     config.clear_providers()
-    provider = PROVIDERS[target][0]
+    # The CPU is ORT's built-in provider: nothing to append.
+    provider = None if target == "CPU" else DEVICE_KINDS[target].onnx_provider
     if provider is not None:
         config.append_provider(provider)
         for key, value in provider_options.items():
@@ -354,55 +352,6 @@ def load_model(path: Path, target: str, provider_options: dict[str, Any]) -> Any
         if provider is not None and ("built with" in message or "interface not available" in message):
             raise _provider_error(target, exc) from exc
         raise
-
-
-# -- model resolution ------------------------------------------------------------------------------------------
-def resolve_model(model: str | None, target: str, precision: str = DEFAULT_PRECISION) -> Path:
-    """A local ONNX Runtime GenAI folder for ``model`` on ``target`` ('CPU', 'DML', 'CUDA')."""
-    model_id = models.canonical_model_id(model)
-    if model_id.lower() == models.SMOLLM2_ALIAS:
-        raise ModelNotFoundError(
-            "The packaged SmolLM2 is a quantized GGUF, which ONNX Runtime GenAI cannot load (its builder reads only "
-            "float16/float32 GGUF files). Convert it to a Hugging Face folder first, e.g. "
-            "`phi3_aipc.testing.build_smollm2_hf(DIR)`, and pass DIR (it is exported to ONNX on first load), or "
-            "use backend='openvino', which loads the GGUF directly."
-        )
-    path = models.local_path(model_id)
-    if path is not None:
-        return _prepare_local(path, target, precision)
-    known = models.known_model(model_id)
-    if known is not None:
-        repo, subfolder = known.onnx[target.lower()]
-        return _prepare_local(
-            models.fetch_from_hub(repo, subfolder=subfolder, what="the ONNX model"), target, precision
-        )
-    if models.is_repo_id(model_id):
-        return _prepare_local(models.fetch_from_hub(model_id, what="the ONNX model"), target, precision)
-    raise ModelNotFoundError(f"'{model_id}' is neither a local path nor a Hugging Face repo id.")
-
-
-def _prepare_local(path: Path, target: str, precision: str) -> Path:
-    if path.is_file():
-        if path.name == "genai_config.json":
-            return path.parent
-        if path.suffix.lower() == ".gguf":
-            raise ModelNotFoundError(
-                f"'{path}' is a GGUF file; ONNX Runtime GenAI loads only its own folders (genai_config.json). "
-                f"Use backend='openvino' for GGUF files, or pass the Hugging Face checkpoint folder instead."
-            )
-        raise ModelNotFoundError(
-            f"'{path}' is a file; pass an ONNX Runtime GenAI folder (with genai_config.json)."
-        )
-    if (path / "genai_config.json").is_file():
-        return path
-    if (path / "config.json").is_file():
-        from phi3_aipc.convert_onnx import cached_export
-
-        return cached_export(path, precision, target.lower())  # type: ignore[arg-type]
-    raise ModelNotFoundError(
-        f"'{path}' holds no ONNX Runtime GenAI model (genai_config.json) and no Hugging Face checkpoint "
-        f"(config.json). Pass a folder with either, e.g. a subfolder of microsoft/Phi-3-mini-4k-instruct-onnx."
-    )
 
 
 def _read_genai_config(path: Path) -> dict[str, Any]:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import openvino_genai as ov_genai
 
-from phi3_aipc import models
 from phi3_aipc.backends.base import Backend, Message, TextCallback
-from phi3_aipc.devices import device_kind, normalise_device, pick_device
-from phi3_aipc.errors import DeviceNotFoundError, InvalidParameterError, ModelNotFoundError
-from phi3_aipc.families import detect_family
+from phi3_aipc.devices import (
+    DEVICE_KINDS,
+    device_kind,
+    normalise_device,
+    openvino_devices,
+    pick_device,
+    refuse_kind,
+)
+from phi3_aipc.errors import InvalidParameterError
+from phi3_aipc.models import Artifact
 from phi3_aipc.params import BackendOutput, Constraint, GenerationParams, Timings
 from phi3_aipc.paths import compile_cache_dir
 
@@ -22,35 +27,30 @@ NPU_HINTS = ("FAST_COMPILE", "BEST_PERF")
 
 
 def available_devices() -> list[str]:
-    import openvino as ov
-
-    return list(ov.Core().available_devices)
+    return list(openvino_devices())
 
 
 class OpenVINOGenAIBackend(Backend):
     name = "openvino"
     constraint_kinds = frozenset({"json_schema", "regex", "grammar", "structural_tags"})
 
-    def __init__(self, pipeline: Any, model_name: str, device: str, model_path: Path, config: dict[str, Any]):
-        super().__init__(model_name, device)
+    def __init__(self, pipeline: Any, artifact: Artifact, device: str, config: dict[str, Any]):
+        super().__init__(artifact, device)
         self._pipe = pipeline
         self._tokenizer = pipeline.get_tokenizer()
-        self._model_path = model_path
         self._config = config
-        self._hf_config = _read_hf_config(model_path)
-        # Read once: parsing a GGUF header takes seconds, and the engine asks before every generation.
-        self._window = self._hf_config.get("max_position_embeddings") or _gguf_context_length(model_path)
 
     # -- loading ---------------------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, model: str | None, device: str | None, options: dict[str, Any]) -> OpenVINOGenAIBackend:
-        config = {str(k).upper(): v for k, v in options.items()}
-        target = _pick_target(normalise_device(device), config)
-        path = resolve_model(model, target)
-        config = _pipeline_config(target, config)
+    def pick_device(cls, requested: str, options: Mapping[str, Any]) -> str:
+        return _pick_target(requested, _upper_keys(options))
+
+    @classmethod
+    def load(cls, artifact: Artifact, device: str, options: dict[str, Any]) -> OpenVINOGenAIBackend:
+        config = _pipeline_config(device, _upper_keys(options))
         started = time.perf_counter()
-        pipeline = ov_genai.LLMPipeline(str(path), target, **config)
-        backend = cls(pipeline, models.canonical_model_id(model), target, path, config)
+        pipeline = _make_pipeline(artifact, device, config)
+        backend = cls(pipeline, artifact, device, config)
         backend.load_ms = (time.perf_counter() - started) * 1000
         return backend
 
@@ -67,12 +67,7 @@ class OpenVINOGenAIBackend(Backend):
     def context_window(self) -> int | None:
         if self.is_npu:
             return int(self._config["MAX_PROMPT_LEN"]) + int(self._config["MIN_RESPONSE_LEN"])
-        return self._window
-
-    @property
-    def model_family(self) -> str:
-        config = self._hf_config
-        return detect_family(self.model_name, config.get("model_type"), config.get("vocab_size")).name
+        return self.artifact.context_window
 
     def apply_chat_template(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> str:
         return self._tokenizer.apply_chat_template(
@@ -149,13 +144,15 @@ def _output(metrics: Any) -> BackendOutput:
 
 
 # -- devices and configuration ---------------------------------------------------------------------------------
+def _upper_keys(options: Mapping[str, Any]) -> dict[str, Any]:
+    # OpenVINO property names are upper case; '-o max_prompt_len=2048' means the same as MAX_PROMPT_LEN.
+    return {str(k).upper(): v for k, v in options.items()}
+
+
 def _pick_target(requested: str, config: dict[str, Any]) -> str:
+    if requested != "AUTO" and "openvino" not in DEVICE_KINDS[device_kind(requested)].backends:
+        raise refuse_kind(requested, "openvino")
     available = available_devices()
-    if requested in ("DML", "DIRECTML", "CUDA"):
-        raise DeviceNotFoundError(
-            f"OpenVINO cannot run on '{requested.lower()}'. Use backend='onnx' for DirectML or CUDA, or one of the "
-            f"OpenVINO devices present here: {', '.join(available)}."
-        )
     if device_kind(requested) == "NPU" and "NPUW_DEVICES" in config:
         # NPUW runs the NPU's static-shape pipeline on the devices it names (CI uses NPUW_DEVICES=CPU, no NPU).
         for sub in str(config["NPUW_DEVICES"]).split(","):
@@ -166,7 +163,10 @@ def _pick_target(requested: str, config: dict[str, Any]) -> str:
 
 def _pipeline_config(device: str, config: dict[str, Any]) -> dict[str, Any]:
     config = dict(config)
-    config.setdefault("CACHE_DIR", str(compile_cache_dir("openvino", device)))
+    if "CACHE_DIR" not in config:
+        cache = compile_cache_dir("openvino", device)
+        if cache is not None:
+            config["CACHE_DIR"] = str(cache)
     if device_kind(device) != "NPU":
         for key in ("MAX_PROMPT_LEN", "MIN_RESPONSE_LEN", "GENERATE_HINT"):
             if key in config:
@@ -184,77 +184,17 @@ def _pipeline_config(device: str, config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-# -- model resolution ------------------------------------------------------------------------------------------
-def resolve_model(model: str | None, device: str) -> Path:
-    """A local path OpenVINO GenAI can load: an IR folder (with tokenizer IR) or a GGUF file."""
-    model_id = models.canonical_model_id(model)
-    if model_id.lower() == models.SMOLLM2_ALIAS:
-        return models.smollm2_gguf()
-    path = models.local_path(model_id)
-    if path is not None:
-        return _prepare_local(path, device)
-    known = models.known_model(model_id)
-    kind = device_kind(device).lower()
-    if known is not None:
-        repo = known.openvino.get(kind)
-        if repo is None:
-            raise ModelNotFoundError(
-                f"There is no pre-converted OpenVINO model of {known.repo_id} for the {kind.upper()} that phi3-aipc "
-                f"trusts. Export one: phi3-aipc export {known.repo_id} OUT --to openvino --for {kind}, then pass OUT."
-            )
-        return _prepare_local(models.fetch_from_hub(repo, what="the OpenVINO model"), device)
-    if models.is_repo_id(model_id):
-        return _prepare_local(models.fetch_from_hub(model_id, what="the OpenVINO model"), device)
-    raise ModelNotFoundError(f"'{model_id}' is neither a local path nor a Hugging Face repo id.")
-
-
-def _prepare_local(path: Path, device: str) -> Path:
-    if path.is_file():
-        if path.suffix.lower() == ".gguf":
-            return path
-        if path.name == "openvino_model.xml":
-            return _prepare_local(path.parent, device)
-        raise ModelNotFoundError(
-            f"'{path}' is a file but not a GGUF; pass an OpenVINO IR folder or a .gguf file."
-        )
-    if (path / "openvino_model.xml").exists():
-        from phi3_aipc.convert import ensure_openvino_tokenizer
-
-        ensure_openvino_tokenizer(path)
-        return path
-    if (path / "config.json").exists():
-        return _export_for(path, device)
-    raise ModelNotFoundError(
-        f"'{path}' holds no OpenVINO model (openvino_model.xml) and no Hugging Face checkpoint (config.json)."
-    )
-
-
-def _export_for(hf_dir: Path, device: str) -> Path:
-    """A HF checkpoint folder is exported once with the device's preset into the user cache, then reused."""
-    from phi3_aipc.export import auto_export
-
-    return auto_export(hf_dir, device)
-
-
-def _read_hf_config(path: Path) -> dict[str, Any]:
-    config = path / "config.json" if path.is_dir() else None
-    if config is None or not config.exists():
-        return {}
+def _make_pipeline(artifact: Artifact, device: str, config: dict[str, Any]) -> Any:
+    """``LLMPipeline``, with OpenVINO's "Unsupported property" turned into an error naming the option."""
     try:
-        return json.loads(config.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _gguf_context_length(path: Path) -> int | None:
-    if path.suffix.lower() != ".gguf":
-        return None
-    try:
-        from gguf import GGUFReader
-    except ImportError:
-        return None
-    reader = GGUFReader(str(path))
-    for name, field in reader.fields.items():
-        if name.endswith(".context_length"):
-            return int(field.parts[field.data[0]][0])
-    return None
+        return ov_genai.LLMPipeline(str(artifact.path), device, **config)
+    except RuntimeError as exc:
+        unknown = [key for key in config if f"Unsupported property {key} " in str(exc)]
+        if not unknown:
+            raise
+        raise InvalidParameterError(
+            f"OpenVINO on {device} does not know the option(s) {', '.join(unknown)}. Pass OpenVINO properties "
+            f"the device supports (e.g. PERFORMANCE_HINT, NUM_STREAMS, INFERENCE_PRECISION_HINT, CACHE_DIR"
+            f"{'; on the NPU: MAX_PROMPT_LEN, MIN_RESPONSE_LEN, GENERATE_HINT, NPUW_DEVICES' if device_kind(device) == 'NPU' else ''}), "
+            f"or 'revision' for the Hub download. `phi3-aipc doctor` lists the devices."
+        ) from exc

@@ -7,22 +7,23 @@ callback streamer: there is no queue timeout, so a first GPU compile that takes 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import transformers
 from optimum.intel import OVModelForCausalLM
 
-from phi3_aipc import models
+from phi3_aipc.backends.options import trust_remote_code
 from phi3_aipc.backends.transformers_backend import TransformersBackend
-from phi3_aipc.devices import device_kind, normalise_device, pick_device
-from phi3_aipc.errors import DeviceNotFoundError, InvalidParameterError, ModelNotFoundError
+from phi3_aipc.devices import DEVICE_KINDS, device_kind, openvino_devices, pick_device, refuse_kind
+from phi3_aipc.errors import InvalidParameterError
+from phi3_aipc.models import Artifact
 from phi3_aipc.paths import compile_cache_dir
 
 #: The seed recipe's ov_config; CACHE_DIR "" there disables the compile cache, so a real folder replaces it.
 RECIPE_OV_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
 KNOWN_OPTIONS = {"ov_config", "trust_remote_code"}
-_HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
 class OptimumIntelBackend(TransformersBackend):
@@ -33,16 +34,22 @@ class OptimumIntelBackend(TransformersBackend):
     model_path: Path
 
     @classmethod
-    def load(cls, model: str | None, device: str | None, options: dict[str, Any]) -> OptimumIntelBackend:
-        target = _pick_target(normalise_device(device))
-        ov_config, trust = _parse_options(options, target)
-        path = resolve_model(model, target)
+    def pick_device(cls, requested: str, options: Mapping[str, Any]) -> str:
+        if requested != "AUTO" and "optimum-intel" not in DEVICE_KINDS[device_kind(requested)].backends:
+            raise refuse_kind(requested, "optimum-intel")
+        return pick_device(requested, available_devices(), preference=("GPU", "CPU"))
+
+    @classmethod
+    def load(cls, artifact: Artifact, device: str, options: dict[str, Any]) -> OptimumIntelBackend:
+        ov_config = _parse_options(options, device)
+        trust = trust_remote_code(options)
+        path = artifact.path
         started = time.perf_counter()
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
         loaded = OVModelForCausalLM.from_pretrained(
-            str(path), device=target, ov_config=ov_config, trust_remote_code=trust
+            str(path), device=device, ov_config=ov_config, trust_remote_code=trust
         )
-        backend = cls(loaded, tokenizer, models.canonical_model_id(model), target)
+        backend = cls(loaded, tokenizer, artifact, device)
         backend.ov_config = ov_config
         backend.model_path = path
         backend.load_ms = (time.perf_counter() - started) * 1000
@@ -50,14 +57,15 @@ class OptimumIntelBackend(TransformersBackend):
 
 
 def default_ov_config(device: str) -> dict[str, Any]:
-    return {**RECIPE_OV_CONFIG, "CACHE_DIR": str(compile_cache_dir("optimum-intel", device))}
+    cache = compile_cache_dir("optimum-intel", device)
+    return {**RECIPE_OV_CONFIG, **({"CACHE_DIR": str(cache)} if cache is not None else {})}
 
 
-def _parse_options(options: dict[str, Any], device: str) -> tuple[dict[str, Any], bool]:
+def _parse_options(options: Mapping[str, Any], device: str) -> dict[str, Any]:
     """``ov_config={...}`` and upper-case keys (as ``-o KEY=VALUE`` on the CLI) both override the recipe's."""
     ov_config = default_ov_config(device)
     extra = options.get("ov_config") or {}
-    if not isinstance(extra, dict):
+    if not isinstance(extra, Mapping):
         raise InvalidParameterError(
             f"ov_config must be a dict of OpenVINO properties, got {type(extra).__name__}."
         )
@@ -73,63 +81,10 @@ def _parse_options(options: dict[str, Any], device: str) -> tuple[dict[str, Any]
     if unknown:
         raise InvalidParameterError(
             f"Unknown option(s) for the optimum-intel backend: {sorted(unknown)}. It accepts "
-            f"{sorted(KNOWN_OPTIONS)} and OpenVINO properties in upper case, e.g. NUM_STREAMS=1."
+            f"{sorted(KNOWN_OPTIONS)}, 'revision', and OpenVINO properties in upper case, e.g. NUM_STREAMS=1."
         )
-    return ov_config, bool(options.get("trust_remote_code", False))
+    return ov_config
 
 
 def available_devices() -> list[str]:
-    import openvino as ov
-
-    return list(ov.Core().available_devices)
-
-
-def _pick_target(requested: str) -> str:
-    if device_kind(requested) == "NPU":
-        raise DeviceNotFoundError(
-            "The optimum-intel backend runs on the CPU and Intel GPU only; for the NPU use backend='openvino' "
-            "(OpenVINO GenAI's NPU pipeline) with a symmetric INT4 model."
-        )
-    if requested in ("DML", "DIRECTML", "CUDA"):
-        raise DeviceNotFoundError(
-            f"optimum-intel cannot run on '{requested.lower()}'. Use backend='onnx' for DirectML, "
-            "backend='transformers' for CUDA."
-        )
-    return pick_device(requested, available_devices(), preference=("GPU", "CPU"))
-
-
-def resolve_model(model: str | None, device: str) -> Path:
-    """An OpenVINO IR folder with HF tokenizer files; a HF checkpoint folder is auto-exported (cached) first."""
-    model_id = models.canonical_model_id(model)
-    if model_id.lower() == models.SMOLLM2_ALIAS:
-        raise ModelNotFoundError(
-            "The packaged SmolLM2 is a GGUF file, which optimum-intel does not load. Use backend='openvino', or "
-            "export a checkpoint: phi3-aipc export CHECKPOINT OUT --for cpu, then pass OUT."
-        )
-    path = models.local_path(model_id)
-    if path is None:
-        known = models.known_model(model_id)
-        repo = known.openvino.get(device_kind(device).lower()) if known else model_id
-        if repo is None or not models.is_repo_id(repo):
-            raise ModelNotFoundError(f"'{model_id}' is neither a local folder nor a Hugging Face repo id.")
-        path = models.fetch_from_hub(repo, what="the OpenVINO model")
-    if path.is_file() and path.name == "openvino_model.xml":
-        path = path.parent
-    if not path.is_dir():
-        raise ModelNotFoundError(
-            f"'{path}' is not a folder; optimum-intel loads an OpenVINO IR or checkpoint folder."
-        )
-    if not (path / "openvino_model.xml").is_file():
-        if not (path / "config.json").is_file():
-            raise ModelNotFoundError(
-                f"'{path}' holds no OpenVINO model (openvino_model.xml) and no Hugging Face checkpoint (config.json)."
-            )
-        from phi3_aipc.export import auto_export
-
-        path = auto_export(path, device)
-    if not any((path / name).is_file() for name in _HF_TOKENIZER_FILES):
-        raise ModelNotFoundError(
-            f"'{path}' has no Hugging Face tokenizer files ({', '.join(_HF_TOKENIZER_FILES)}), which the "
-            "optimum-intel backend tokenizes with. Copy them from the original checkpoint, or use backend='openvino'."
-        )
-    return path
+    return list(openvino_devices())

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import transformers
 
-from phi3_aipc import models
 from phi3_aipc.backends._hf_streaming import stream_generate
 from phi3_aipc.backends.base import Backend, Message, TextCallback
-from phi3_aipc.devices import normalise_device
-from phi3_aipc.errors import DeviceNotFoundError, InvalidParameterError, ModelNotFoundError
-from phi3_aipc.families import detect_family
+from phi3_aipc.backends.options import trust_remote_code
+from phi3_aipc.devices import DEVICE_KINDS, device_kind, refuse_kind
+from phi3_aipc.errors import DeviceNotFoundError, InvalidParameterError
+from phi3_aipc.models import Artifact
 from phi3_aipc.params import BackendOutput, Constraint, GenerationParams
 
 KNOWN_OPTIONS = {"trust_remote_code", "dtype"}
@@ -23,40 +23,40 @@ KNOWN_OPTIONS = {"trust_remote_code", "dtype"}
 class TransformersBackend(Backend):
     name = "transformers"
 
-    def __init__(self, model: Any, tokenizer: Any, model_name: str, device: str):
-        super().__init__(model_name, device)
+    def __init__(self, model: Any, tokenizer: Any, artifact: Artifact, device: str):
+        super().__init__(artifact, device)
         self._model = model
         self._tokenizer = tokenizer
 
     @classmethod
-    def load(cls, model: str | None, device: str | None, options: dict[str, Any]) -> TransformersBackend:
+    def pick_device(cls, requested: str, options: Mapping[str, Any]) -> str:
+        return _pick_device(requested)
+
+    @classmethod
+    def load(cls, artifact: Artifact, device: str, options: dict[str, Any]) -> TransformersBackend:
         unknown = set(options) - KNOWN_OPTIONS
         if unknown:
             raise InvalidParameterError(
-                f"Unknown option(s) for the transformers backend: {sorted(unknown)}; it accepts {sorted(KNOWN_OPTIONS)}."
+                f"Unknown option(s) for the transformers backend: {sorted(unknown)}; it accepts "
+                f"{sorted(KNOWN_OPTIONS)} and 'revision'."
             )
-        target = _pick_device(normalise_device(device))
-        path = resolve_model(model)
         # Remote code runs arbitrary Python from the model repo: only when the caller asks for it.
-        trust = bool(options.get("trust_remote_code", False))
+        trust = trust_remote_code(options)
         started = time.perf_counter()
-        tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(artifact.path, trust_remote_code=trust)
         loaded = transformers.AutoModelForCausalLM.from_pretrained(
-            path, dtype=options.get("dtype", "auto"), trust_remote_code=trust
+            artifact.path, dtype=options.get("dtype", "auto"), trust_remote_code=trust
         )
-        loaded.to(target.lower()).eval()
-        backend = cls(loaded, tokenizer, models.canonical_model_id(model), target)
+        loaded.to(device.lower()).eval()
+        backend = cls(loaded, tokenizer, artifact, device)
         backend.load_ms = (time.perf_counter() - started) * 1000
         return backend
 
     @property
-    def context_window(self) -> int | None:
-        return getattr(self._model.config, "max_position_embeddings", None)
-
-    @property
-    def model_family(self) -> str:
-        config = self._model.config
-        return detect_family(self.model_name, config.model_type, config.vocab_size).name
+    def special_tokens(self) -> frozenset[str]:
+        # The loaded tokenizer knows its specials even when the folder's files list them in other ways.
+        added = self._tokenizer.added_tokens_decoder.values()
+        return frozenset(self._tokenizer.all_special_tokens) | {t.content for t in added if t.special}
 
     def apply_chat_template(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> str:
         return self._tokenizer.apply_chat_template(
@@ -86,27 +86,13 @@ def _pick_device(requested: str) -> str:
     cuda = torch.cuda.is_available()
     if requested == "AUTO":
         return "CUDA" if cuda else "CPU"
-    if requested == "CPU" or (requested.split(":")[0] == "CUDA" and cuda):
+    kind = device_kind(requested)
+    if "transformers" not in DEVICE_KINDS[kind].backends:
+        raise refuse_kind(requested, "transformers")
+    if kind == "CPU" or (kind == "CUDA" and cuda):
         return requested
     present = "CPU, CUDA" if cuda else "CPU"
     raise DeviceNotFoundError(
         f"The transformers backend cannot run on '{requested.lower()}' here; devices present: {present}. "
         f"For the NPU or an Intel GPU use backend='openvino'."
     )
-
-
-def resolve_model(model: str | None) -> Path:
-    model_id = models.canonical_model_id(model)
-    if model_id.lower() == models.SMOLLM2_ALIAS:
-        raise ModelNotFoundError(
-            "The packaged SmolLM2 is a GGUF file, which the transformers backend does not load. "
-            "Use backend='openvino', or pass a Hugging Face checkpoint folder."
-        )
-    path = models.local_path(model_id)
-    if path is None:
-        return models.fetch_from_hub(model_id, what="the Hugging Face checkpoint")
-    if not (path / "config.json").exists():
-        raise ModelNotFoundError(
-            f"'{path}' is not a Hugging Face checkpoint folder (no config.json). The transformers backend needs one."
-        )
-    return path

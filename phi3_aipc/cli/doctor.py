@@ -8,7 +8,7 @@ import importlib.util
 import sys
 
 from phi3_aipc.backends import BACKENDS
-from phi3_aipc.devices import pick_device
+from phi3_aipc.devices import DEVICE_KINDS, pick_device
 from phi3_aipc.errors import Phi3AIPCError
 from phi3_aipc.paths import cache_root
 
@@ -72,6 +72,12 @@ def run(args: argparse.Namespace) -> int:
         found = next((f"{p} {v}" for p in packages if (v := _version(p))), None)
         state = found or f"not installed: pip install 'phi3-aipc[{info.extra}]'"
         print(f"  {info.name:<14} {state}   devices: {info.devices}")
+    print("Device kinds (device=...):")
+    for kind in DEVICE_KINDS.values():
+        spellings = ", ".join(dict.fromkeys((kind.name.lower(), *kind.aliases)))
+        print(
+            f"  {spellings:<14} {kind.label}; backends: {', '.join(kind.backends)} (default {kind.backends[0]})"
+        )
     devices = openvino_devices()
     print("OpenVINO devices:", ", ".join(devices) if devices else "unknown (OpenVINO is not installed)")
     if devices:

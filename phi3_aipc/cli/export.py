@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sym.add_argument("--asym", dest="sym", action="store_false", help="Asymmetric weights (not for the NPU).")
     parser.add_argument("--group-size", type=int, default=None, help="int4 group size; -1 = channel-wise.")
     parser.add_argument("--ratio", type=float, default=None, help="Share of layers in int4 (the rest int8).")
+    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of a repo id.")
     parser.add_argument("--force", action="store_true", help="Replace an earlier export in OUT.")
     parser.add_argument("--quiet", action="store_true", help="No progress bar.")
 
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         ratio=args.ratio,
         overwrite=args.force,
         progress=not args.quiet,
+        revision=args.revision,
     )
     manifest = read_manifest(out)
     options = manifest["options"]

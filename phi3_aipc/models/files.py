@@ -1,0 +1,177 @@
+"""What a model on disk is: its format, whether it is intact, and the facts its metadata states.
+
+A broken file must never reach a runtime: OpenVINO GenAI segfaults on a truncated GGUF. Every GGUF is read by the
+``gguf`` package's reader first, which raises on truncated or corrupt files.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from phi3_aipc.errors import BackendNotInstalledError, InvalidModelFileError, ModelNotFoundError
+
+ArtifactFormat = Literal["openvino-ir", "gguf", "onnx", "hf-checkpoint"]
+
+# Marker file -> the format of a folder that holds it, in the order they are tried.
+_FOLDER_MARKERS: tuple[tuple[str, ArtifactFormat], ...] = (
+    ("openvino_model.xml", "openvino-ir"),
+    ("genai_config.json", "onnx"),
+    ("config.json", "hf-checkpoint"),
+)
+_MODEL_SUFFIXES = (".gguf", ".xml", ".onnx")
+# GGUF token types (gguf.TokenType): CONTROL and USER_DEFINED are the tokens a chat template's markers use.
+_GGUF_SPECIAL_TYPES = (3, 4)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a model's own metadata says (None where it does not say)."""
+
+    context_window: int | None = None
+    model_type: str | None = None
+    vocab_size: int | None = None
+    #: The tokenizer's control and added special tokens as text, e.g. '<|end|>'.
+    special_tokens: frozenset[str] = frozenset()
+
+
+def local_path(model: str) -> Path | None:
+    """The model as a local path, if it is one. A path-looking string that does not exist is an error."""
+    path = Path(os.path.expanduser(model))
+    if path.exists():
+        return path.resolve()
+    from phi3_aipc.models.hub import is_repo_id
+
+    looks_like_path = model.startswith(("/", ".", "~")) or (
+        os.sep in model.strip("/") and not is_repo_id(model)
+    )
+    if looks_like_path or model.lower().endswith(_MODEL_SUFFIXES):
+        raise ModelNotFoundError(
+            f"No model at '{model}': the path does not exist. Pass an existing OpenVINO IR folder, GGUF file, "
+            f"ONNX Runtime GenAI folder or Hugging Face checkpoint folder, or a Hugging Face repo id."
+        )
+    return None
+
+
+def detect_format(path: Path) -> tuple[Path, ArtifactFormat]:
+    """(the folder or file to load, its format); a path that holds no model is an error saying what would."""
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            return path, "gguf"
+        for marker, fmt in _FOLDER_MARKERS:
+            if path.name == marker:
+                return path.parent, fmt
+        raise ModelNotFoundError(
+            f"'{path}' is a file but not a model: pass a .gguf file or a model folder (OpenVINO IR, ONNX Runtime "
+            f"GenAI or Hugging Face checkpoint)."
+        )
+    for marker, fmt in _FOLDER_MARKERS:
+        if (path / marker).is_file():
+            return path, fmt
+    raise ModelNotFoundError(
+        f"'{path}' holds no OpenVINO model (openvino_model.xml), no ONNX Runtime GenAI model (genai_config.json) "
+        f"and no Hugging Face checkpoint (config.json). Pass a folder with one of them, or a .gguf file."
+    )
+
+
+def read_facts(path: Path, fmt: ArtifactFormat) -> ModelFacts:
+    """Context window, architecture, vocabulary and special tokens from the model's metadata; GGUFs are validated."""
+    marker = path if fmt == "gguf" else path / ("genai_config.json" if fmt == "onnx" else "config.json")
+    try:
+        stat = marker.stat()
+    except FileNotFoundError:
+        return ModelFacts(special_tokens=_tokenizer_specials(str(path), 0))
+    if fmt == "gguf":
+        return _gguf_facts(str(path), stat.st_size, stat.st_mtime_ns)
+    return _folder_facts(str(path), fmt, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _folder_facts(folder: str, fmt: ArtifactFormat, mtime_ns: int) -> ModelFacts:
+    del mtime_ns  # part of the cache key only
+    path = Path(folder)
+    specials = _tokenizer_specials(folder, 0)
+    if fmt == "onnx":
+        model = _read_json(path / "genai_config.json").get("model", {})
+        return ModelFacts(
+            _int(model.get("context_length")), model.get("type"), _int(model.get("vocab_size")), specials
+        )
+    config = _read_json(path / "config.json")
+    return ModelFacts(
+        _int(config.get("max_position_embeddings")),
+        config.get("model_type"),
+        _int(config.get("vocab_size")),
+        specials,
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _tokenizer_specials(folder: str, _: int) -> frozenset[str]:
+    """Special added tokens from tokenizer.json, else from tokenizer_config.json's added_tokens_decoder."""
+    path = Path(folder)
+    added = _read_json(path / "tokenizer.json").get("added_tokens") or list(
+        (_read_json(path / "tokenizer_config.json").get("added_tokens_decoder") or {}).values()
+    )
+    return frozenset(
+        str(t["content"]) for t in added if isinstance(t, dict) and t.get("special") and t.get("content")
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _gguf_facts(path: str, size: int, mtime_ns: int) -> ModelFacts:
+    """Parse (and so validate) a GGUF once per file version: the reader takes seconds on a large vocabulary."""
+    del size, mtime_ns  # part of the cache key only: a rewritten file is read again
+    if os.path.getsize(path) == 0:
+        raise InvalidModelFileError(f"'{path}' is empty (0 bytes), not a GGUF model. Download it again.")
+    try:
+        from gguf import GGUFReader
+    except ImportError as exc:
+        # Never hand an unchecked GGUF to OpenVINO GenAI: a broken one crashes the process.
+        raise BackendNotInstalledError("openvino", "gguf", "openvino", exc) from exc
+
+    try:
+        reader = GGUFReader(path)
+    except Exception as exc:  # noqa: BLE001 - the reader fails in many ways (ValueError, KeyError, IndexError...)
+        raise InvalidModelFileError(
+            f"'{path}' is not a valid GGUF file ({type(exc).__name__}: {exc}). It may be truncated or corrupt, or "
+            f"not a GGUF at all; download it again, or pass another model."
+        ) from exc
+    arch = _gguf_value(reader, "general.architecture")
+    tokens = _gguf_value(reader, "tokenizer.ggml.tokens") or []
+    types = _gguf_value(reader, "tokenizer.ggml.token_type") or []
+    return ModelFacts(
+        context_window=_int(_gguf_value(reader, f"{arch}.context_length")) if arch else None,
+        model_type=str(arch) if arch else None,
+        vocab_size=len(tokens) or None,
+        special_tokens=frozenset(
+            str(token) for token, kind in zip(tokens, types, strict=False) if kind in _GGUF_SPECIAL_TYPES
+        ),
+    )
+
+
+def _gguf_value(reader: Any, key: str) -> Any:
+    field = reader.fields.get(key)
+    return field.contents() if field is not None else None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise InvalidModelFileError(
+            f"'{path}' cannot be read as JSON ({exc}); restore the model's file."
+        ) from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None

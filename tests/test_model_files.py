@@ -1,0 +1,169 @@
+"""Model files that are broken, incomplete or in unwritable places: clear errors, never a crash.
+
+A broken GGUF handed to OpenVINO GenAI kills the process (exit 139), so each case here reaching the runtime would
+take the test run down with it: passing means the resolver stopped it first.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+
+from phi3_aipc import GenerationParams, get_engine
+from phi3_aipc.engine import clear_engines
+from phi3_aipc.errors import CacheNotWritableError, InvalidModelFileError
+from phi3_aipc.models import resolve
+
+pytest.importorskip("openvino_genai")
+pytest.importorskip("gguf")
+
+FORCED = GenerationParams(max_new_tokens=3, ignore_eos=True)
+TOKENIZER_IR = (
+    "openvino_tokenizer.xml",
+    "openvino_tokenizer.bin",
+    "openvino_detokenizer.xml",
+    "openvino_detokenizer.bin",
+)
+HF_TOKENIZER = ("tokenizer.json", "tokenizer_config.json")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_engines():
+    clear_engines()
+    yield
+    clear_engines()
+
+
+# -- GGUF --------------------------------------------------------------------------------------------------------
+def _truncated(source: Path, out: Path) -> Path:
+    with source.open("rb") as f:
+        out.write_bytes(f.read(1 << 20))
+    return out
+
+
+def _broken_header(source: Path, out: Path) -> Path:
+    # The magic and version are right; the tensor and key counts are nonsense.
+    out.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 10**12, 5) + bytes(64))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("make", "what"),
+    [
+        (_truncated, "not a valid GGUF"),
+        (_broken_header, "not a valid GGUF"),
+        (lambda _, out: (out.write_text("hello, I am not a model\n"), out)[1], "GGUF magic invalid"),
+        (lambda _, out: (out.write_bytes(b""), out)[1], "is empty"),
+    ],
+    ids=["truncated-1MB", "broken-header", "text", "zero-byte"],
+)
+def test_broken_gguf_is_refused_before_openvino_sees_it(
+    make, what: str, smollm2_gguf: Path, tmp_path: Path
+) -> None:
+    broken = make(smollm2_gguf, tmp_path / "model.gguf")
+    with pytest.raises(InvalidModelFileError, match=what) as info:
+        get_engine(str(broken), "cpu")
+    assert str(broken) in str(info.value)
+
+
+@pytest.mark.smollm2
+def test_the_gguf_states_its_context_window_and_special_tokens(smollm2_gguf: Path) -> None:
+    artifact = resolve(str(smollm2_gguf), "CPU", "openvino")
+    assert artifact.format == "gguf" and artifact.model_id == "smollm2"
+    assert artifact.context_window == 8192
+    assert {"<|im_start|>", "<|im_end|>", "<|endoftext|>"} <= artifact.special_tokens
+    assert "hello" not in artifact.special_tokens
+
+
+# -- OpenVINO IR folders -----------------------------------------------------------------------------------------
+def test_ir_without_any_tokenizer_names_the_folder(tiny_phi3_ov: Path, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(tiny_phi3_ov, tmp_path / "ir"))
+    for name in (*TOKENIZER_IR, *HF_TOKENIZER):
+        (folder / name).unlink()
+    with pytest.raises(InvalidModelFileError, match="has no tokenizer") as info:
+        get_engine(str(folder), "cpu")
+    assert str(folder) in str(info.value) and "phi3-aipc export" in str(info.value)
+
+
+def test_ir_without_tokenizer_ir_gets_one_with_no_temporary_files_left(
+    tiny_phi3_ov: Path, tmp_path: Path
+) -> None:
+    folder = Path(shutil.copytree(tiny_phi3_ov, tmp_path / "ir"))
+    for name in TOKENIZER_IR:
+        (folder / name).unlink()
+    before = {p.name for p in folder.iterdir()}
+    engine = get_engine(str(folder), "cpu")
+    assert engine.generate("Hello", FORCED).completion_tokens == 3
+    assert {p.name for p in folder.iterdir()} == before | set(TOKENIZER_IR)
+
+
+def test_ir_without_tokenizer_ir_in_a_read_only_folder_says_how_to_fix_it(
+    tiny_phi3_ov: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = Path(shutil.copytree(tiny_phi3_ov, tmp_path / "ir"))
+    for name in TOKENIZER_IR:
+        (folder / name).unlink()
+
+    import tempfile
+
+    real_mkdtemp = tempfile.mkdtemp
+
+    def read_only(suffix=None, prefix=None, dir=None):  # noqa: A002 - tempfile's own parameter name
+        # Test double for a read-only model folder (the suite may run as root, which chmod does not stop).
+        if dir is not None and Path(dir) == folder:
+            raise PermissionError(13, "Permission denied")
+        return real_mkdtemp(suffix, prefix, dir)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    with pytest.raises(
+        InvalidModelFileError, match="cannot be written there.*Make the folder writable"
+    ) as info:
+        get_engine(str(folder), "cpu")
+    assert str(folder) in str(info.value)
+
+
+# -- an unwritable PHI3_AIPC_CACHE -------------------------------------------------------------------------------
+@pytest.fixture
+def unwritable_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A PHI3_AIPC_CACHE that cannot be created: its parent is a file (this works for root too, unlike chmod)."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    cache = blocker / "cache"
+    monkeypatch.setenv("PHI3_AIPC_CACHE", str(cache))
+    return cache
+
+
+def test_model_loads_when_only_the_compile_cache_cannot_be_written(
+    unwritable_cache: Path, tiny_phi3_ov: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="phi3_aipc.paths"):
+        engine = get_engine(str(tiny_phi3_ov), "cpu")
+    assert engine.generate("Hello", FORCED).completion_tokens == 3
+    assert "CACHE_DIR" not in engine.backend._config
+    assert "without a compile cache" in caplog.text and str(unwritable_cache) in caplog.text
+
+
+def test_an_export_into_an_unwritable_cache_names_the_directory(
+    unwritable_cache: Path, tiny_phi3_hf: Path
+) -> None:
+    with pytest.raises(CacheNotWritableError, match="PHI3_AIPC_CACHE") as info:
+        get_engine(str(tiny_phi3_hf), "cpu")
+    assert str(unwritable_cache) in str(info.value)
+
+
+def test_without_the_gguf_package_a_gguf_is_not_loaded_unchecked(
+    smollm2_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from phi3_aipc.errors import BackendNotInstalledError
+    from phi3_aipc.models import files
+
+    files._gguf_facts.cache_clear()  # forget earlier checks of this file
+    monkeypatch.setitem(sys.modules, "gguf", None)  # as if the package were not installed
+    with pytest.raises(BackendNotInstalledError, match="'gguf' package.*phi3-aipc\\[openvino\\]"):
+        get_engine(str(smollm2_gguf), "cpu")
