@@ -23,7 +23,7 @@ import statistics
 from pathlib import Path
 
 from phi3_aipc import GenerationParams, get_engine
-from phi3_aipc.convert_onnx import export_onnx
+from phi3_aipc.export.onnx import export_onnx
 from phi3_aipc.paths import cache_root
 from phi3_aipc.testing import build_smollm2_hf, cached_model_dir, smollm2_gguf_path
 
@@ -37,7 +37,7 @@ def prepare_models(cache: Path) -> tuple[Path, Path, str]:
         cache, "smollm2-135m-instruct-ort-int4-v1", lambda out: export_onnx(hf, out, "int4", "cpu")
     )
     if importlib.util.find_spec("optimum") is not None and importlib.util.find_spec("nncf") is not None:
-        from phi3_aipc.convert import export_openvino
+        from phi3_aipc.export.openvino import export_openvino
 
         ov = cached_model_dir(
             cache,

@@ -48,7 +48,7 @@ def smollm2_hf() -> Path:
 
 
 def smollm2_ov_int4() -> Path:
-    from phi3_aipc.convert import export_openvino
+    from phi3_aipc.export.openvino import export_openvino
     from phi3_aipc.testing import cached_model_dir
 
     hf = smollm2_hf()
@@ -62,9 +62,9 @@ def smollm2_ov_int4() -> Path:
 
 def onnx_int4(hf_dir: Path) -> Path:
     """ONNX Runtime GenAI int4 export (block 32), done here once rather than inside a timed cold load."""
-    from phi3_aipc.convert_onnx import cached_export
+    from phi3_aipc.export import auto_export, plan_export
 
-    return cached_export(hf_dir, "int4", "cpu")
+    return auto_export(hf_dir, plan_export("onnx", "cpu", "int4", provider="cpu"), progress=False)
 
 
 _OPTIONS: dict[str, bool] = {"synthetic_onnx": False}

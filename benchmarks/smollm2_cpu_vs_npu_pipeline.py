@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from phi3_aipc import GenerationParams, clear_engines, get_engine
-from phi3_aipc.convert import export_openvino
+from phi3_aipc.export.openvino import export_openvino
 from phi3_aipc.paths import cache_root
 from phi3_aipc.testing import build_smollm2_hf, cached_model_dir
 

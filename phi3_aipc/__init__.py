@@ -3,7 +3,7 @@
 Importing this package loads no backend and no torch; a backend is imported when an engine using it is loaded.
 """
 
-from phi3_aipc.engine import Engine, GenerationStream, clear_engines, get_engine
+from phi3_aipc.engine import Engine, GenerationStream, clear_engines, get_engine, release_engine
 from phi3_aipc.errors import (
     BackendNotInstalledError,
     DeviceNotFoundError,
@@ -37,4 +37,5 @@ __all__ = [
     "UnsupportedFeatureError",
     "clear_engines",
     "get_engine",
+    "release_engine",
 ]

@@ -37,7 +37,7 @@ def tiny_phi3_hf(model_cache: Path) -> Path:
 def tiny_phi3_ov(model_cache: Path, tiny_phi3_hf: Path) -> Path:
     """``tiny_phi3_hf`` exported to OpenVINO IR at fp32, with tokenizer IR: greedy output matches transformers."""
     pytest.importorskip("optimum.intel")
-    from phi3_aipc.convert import export_openvino
+    from phi3_aipc.export.openvino import export_openvino
 
     return cached_model_dir(
         model_cache,

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from phi3_aipc import GenerationParams, get_engine
-from phi3_aipc.convert import OV_DETOKENIZER, OV_TOKENIZER, ensure_openvino_tokenizer
 from phi3_aipc.errors import BackendNotInstalledError, InvalidParameterError
+from phi3_aipc.export.openvino import OV_DETOKENIZER, OV_TOKENIZER, ensure_openvino_tokenizer
 from phi3_aipc.testing import (
     PHI3_STOP_TOKENS,
     SMOLLM2_GGUF_NAME,
@@ -47,7 +47,7 @@ def _same_weights(a: dict, b: dict) -> bool:
 
 def test_import_is_light() -> None:
     code = (
-        "import sys, phi3_aipc.testing, phi3_aipc.testing.synthetic, phi3_aipc.convert\n"
+        "import sys, phi3_aipc.testing, phi3_aipc.testing.synthetic, phi3_aipc.export.openvino\n"
         "heavy = {'torch', 'transformers', 'openvino', 'tokenizers', 'optimum'} & set(sys.modules)\n"
         "assert not heavy, heavy"
     )

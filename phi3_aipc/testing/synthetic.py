@@ -167,6 +167,6 @@ def _copy_phi3_tokenizer(out_dir: Path) -> None:
 
 
 def _export_int4(hf_dir: Path, out_dir: Path) -> Path:
-    from phi3_aipc.convert import export_openvino
+    from phi3_aipc.export.openvino import export_openvino
 
     return export_openvino(hf_dir, out_dir, weight_format="int4", sym=True, group_size=128, ratio=1.0)
