@@ -201,7 +201,9 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
             _to_engine_messages(messages),
             tools=extra.get("tools") or (),
             tool_choice=extra.get("tool_choice"),
-            response_format=None if response_format is None else JsonFormat(_response_schema(response_format)),
+            response_format=None
+            if response_format is None
+            else JsonFormat(_response_schema(response_format)),
             params=self._params(stop, overrides),
             parallel_tool_calls=extra.get("parallel_tool_calls") is not False,
             constrained=self.constrained_decoding,
@@ -516,7 +518,8 @@ def _chat_result(result: TurnResult) -> ChatResult:
         content=result.content,
         tool_calls=[tool_call(name=c.name, args=c.arguments, id=c.id) for c in result.tool_calls],
         invalid_tool_calls=[
-            invalid_tool_call(name=c.name, args=c.raw, id=c.id, error=c.error) for c in result.invalid_tool_calls
+            invalid_tool_call(name=c.name, args=c.raw, id=c.id, error=c.error)
+            for c in result.invalid_tool_calls
         ],
         usage_metadata=usage(result.generation),
         response_metadata=response_metadata(result.generation, result.finish_reason),

@@ -135,7 +135,9 @@ class ChatTurn:
             constraint = _json_constraint(schema, kinds)
         wanted = bool(shown) or self.response_format is not None
         parser = ToolStreamParser(protocol, shown, choice)
-        return TurnPlan(self, prompt, constraint, parser, choice, shown, constrained=not wanted or constraint is not None)
+        return TurnPlan(
+            self, prompt, constraint, parser, choice, shown, constrained=not wanted or constraint is not None
+        )
 
     # -- running -------------------------------------------------------------------------------------------------
     def run(self, engine: Any) -> TurnResult:
@@ -225,7 +227,13 @@ class TurnPlan:
         """The same plan with nothing read yet."""
         parser = ToolStreamParser(self._parser.protocol, self.tools, self.tool_choice)
         return TurnPlan(
-            self.turn, self.prompt, self.constraint, parser, self.tool_choice, self.tools, constrained=self.constrained
+            self.turn,
+            self.prompt,
+            self.constraint,
+            parser,
+            self.tool_choice,
+            self.tools,
+            constrained=self.constrained,
         )
 
     def finish_events(self, generation: GenerationResult | None) -> list[TurnEvent]:
@@ -266,13 +274,17 @@ class TurnPlan:
 # -- helpers ---------------------------------------------------------------------------------------------------------
 def _checked(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
-        raise InvalidParameterError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts.")
+        raise InvalidParameterError(
+            "messages must be a non-empty list of {'role': ..., 'content': ...} dicts."
+        )
     return [_checked_message(index, message) for index, message in enumerate(messages)]
 
 
 def _checked_message(index: int, message: Any) -> dict[str, Any]:
     if not isinstance(message, Mapping):
-        raise InvalidParameterError(f"Message {index} must be a dict with 'role' and 'content', got {message!r}.")
+        raise InvalidParameterError(
+            f"Message {index} must be a dict with 'role' and 'content', got {message!r}."
+        )
     role = message.get("role")
     role = ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
     if role not in ROLES:

@@ -47,7 +47,9 @@ def test_a_streamed_invalid_call_is_never_run_by_a_langgraph_agent() -> None:
     llm = ChatPhi3AIPC(model="smollm2", device="cpu", max_tokens=40)
     agent = create_react_agent(llm.bind_tools([tool], tool_choice="get_weather"), [tool])
     streamed = list(
-        agent.stream({"messages": [("user", "What is the weather in Paris?")]}, stream_mode=["messages", "values"])
+        agent.stream(
+            {"messages": [("user", "What is the weather in Paris?")]}, stream_mode=["messages", "values"]
+        )
     )
     chunks = [payload[0] for mode, payload in streamed if mode == "messages"]
     final = [payload for mode, payload in streamed if mode == "values"][-1]["messages"][-1]

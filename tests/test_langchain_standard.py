@@ -140,7 +140,9 @@ class TestChatPhi3AIPCIntegration(_Common, ChatModelIntegrationTests):
     # input=-1 is a near-tie that flips with the CPU's kernels: 3 on AVX-512/BF16 machines, -1 on AVX2-only ones.
     # Not strict: it passes where the tie falls our way. The plumbing (a valid, schema-checked call reaching
     # tool_calls, whole and streamed) is asserted on any CPU by tests/contract and test_tool_call_plumbing below.
-    NEAR_TIE = SMALL_MODEL + " (which integer it puts in the forced call is a near-tie that depends on the CPU)"
+    NEAR_TIE = (
+        SMALL_MODEL + " (which integer it puts in the forced call is a near-tie that depends on the CPU)"
+    )
 
     @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)
     @pytest.mark.xfail(reason=NEAR_TIE, strict=False)

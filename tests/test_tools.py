@@ -400,7 +400,9 @@ def test_structural_tags_keep_an_opened_call_valid_on_smollm2(smollm2):
 @pytest.mark.smollm2
 def test_structured_output_on_smollm2(smollm2):
     messages = [{"role": "user", "content": "Make up a person with a name and an age, as JSON."}]
-    result = ChatTurn(messages, response_format=JsonFormat(json_schema_of(Person)), params=PARAMS).run(smollm2)
+    result = ChatTurn(messages, response_format=JsonFormat(json_schema_of(Person)), params=PARAMS).run(
+        smollm2
+    )
     assert result.constrained and result.structured_error is None, result.generation.text
     assert isinstance(result.structured["name"], str) and isinstance(result.structured["age"], int)
 

@@ -55,7 +55,9 @@ class ToolStreamParser:
         for event in events:
             self._record(event)
         if self._forced and not self._has_calls():
-            missing = InvalidToolCall(None, self.result.content, "a tool call was required but the output holds none")
+            missing = InvalidToolCall(
+                None, self.result.content, "a tool call was required but the output holds none"
+            )
             self._record(missing)
             events.append(missing)
         return events
