@@ -9,10 +9,14 @@ from typing import Any, Literal
 
 from phi3_aipc.errors import InvalidParameterError
 
-FinishReason = Literal["stop", "length", "stop_string", "cancelled"]
+FinishReason = Literal["stop", "length", "stop_string", "cancelled", "timeout"]
 ConstraintKind = Literal["json_schema", "regex", "grammar", "structural_tags"]
 
 DEFAULT_MAX_NEW_TOKENS = 512
+# ONNX Runtime GenAI takes max_length, top_k and random_seed as 32-bit ints (OpenVINO GenAI takes size_t, and
+# transformers' set_seed needs a seed below 2**32): one bound that every backend accepts.
+MAX_INT_PARAM = 2**31 - 1
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,9 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
     # Benchmarks force a fixed output length; users never need this.
     ignore_eos: bool = False
+    # A wall-clock deadline for the whole call, waiting for the engine included, checked at every token. When it
+    # passes, generation stops and finish_reason is "timeout" (the text so far is kept).
+    timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stop", _normalise_stop(self.stop))
@@ -43,6 +50,11 @@ class GenerationParams:
             _check_int("seed", self.seed, minimum=0)
         if self.repetition_penalty is not None:
             _check_float("repetition_penalty", self.repetition_penalty, minimum=0.0, open_low=True)
+        if self.do_sample is not None:
+            _check_bool("do_sample", self.do_sample)
+        _check_bool("ignore_eos", self.ignore_eos)
+        if self.timeout_s is not None:
+            _check_float("timeout_s", self.timeout_s, minimum=0.0, open_low=True)
 
     @property
     def sampling(self) -> bool:
@@ -76,22 +88,44 @@ def _normalise_stop(stop: Any) -> tuple[str, ...]:
 
 
 def _check_int(name: str, value: Any, *, minimum: int) -> None:
+    # bool is an int subclass: max_new_tokens=True would otherwise pass as 1.
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidParameterError(f"{name} must be an integer, got {value!r}.")
-    if value < minimum:
-        raise InvalidParameterError(f"{name} must be at least {minimum}, got {value}.")
+    if value < minimum or value > MAX_INT_PARAM:
+        raise InvalidParameterError(
+            f"{name} must be between {minimum} and {MAX_INT_PARAM} (2**31 - 1, the largest every backend "
+            f"accepts), got {_shown(value)}."
+        )
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise InvalidParameterError(f"{name} must be True or False, got {value!r}.")
 
 
 def _check_float(
     name: str, value: Any, *, minimum: float, maximum: float | None = None, open_low: bool = False
 ) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidParameterError(f"{name} must be a number, got {value!r}.")
+    # The backends compute in 32-bit floats: NaN, infinity and anything beyond float32 reach them as NaN/inf.
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
+        raise InvalidParameterError(f"{name} must be a finite number, got {_shown(value)}.")
     too_low = value <= minimum if open_low else value < minimum
     if too_low or (maximum is not None and value > maximum):
         low = f"above {minimum}" if open_low else f"at least {minimum}"
         high = f" and at most {maximum}" if maximum is not None else ""
-        raise InvalidParameterError(f"{name} must be {low}{high}, got {value}.")
+        raise InvalidParameterError(f"{name} must be {low}{high}, got {_shown(value)}.")
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, shortened: a 400-digit integer does not belong in an error message."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:24]}... ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -188,6 +222,8 @@ class GenerationResult:
     model: str = ""
     device: str = ""
     backend: str = ""
+    # What the engine changed on its own, for people to read (e.g. max_new_tokens clamped to the context window).
+    notes: tuple[str, ...] = ()
 
     @property
     def total_tokens(self) -> int:

@@ -86,11 +86,21 @@ class OpenVINOGenAIBackend(Backend):
     ) -> BackendOutput:
         config = self._generation_config(params, constraint)
 
+        failures: list[BaseException] = []
+
         def streamer(delta: str) -> ov_genai.StreamingStatus:
-            keep_going = on_text(delta)
+            # OpenVINO GenAI prints an exception raised here, drops the delta and generates on to max_new_tokens:
+            # stop instead, and raise it once generate() has returned (a Ctrl-C that lands here included).
+            try:
+                keep_going = on_text(delta)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                failures.append(exc)
+                return ov_genai.StreamingStatus.STOP
             return ov_genai.StreamingStatus.RUNNING if keep_going else ov_genai.StreamingStatus.STOP
 
         result = self._pipe.generate([prompt], config, streamer=streamer)
+        if failures:
+            raise failures[0]
         return _output(result.perf_metrics)
 
     def _generation_config(self, params: GenerationParams, constraint: Constraint | None) -> Any:
