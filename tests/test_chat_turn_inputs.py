@@ -125,3 +125,19 @@ def test_langchain_accepts_timeout_and_max_retries() -> None:
 
     llm = ChatPhi3AIPC(model="smollm2", timeout=60, max_retries=2)
     assert llm._params(None, {}).timeout_s == 60
+
+
+@pytest.mark.smollm2
+@needs_smollm2
+def test_langchain_timeout_is_a_generation_deadline() -> None:
+    from langchain_phi3_aipc import ChatPhi3AIPC
+
+    # A microsecond is shorter than any prefill: generation stops at the first token, whatever the CPU.
+    llm = ChatPhi3AIPC(model="smollm2", device="cpu", max_tokens=200, timeout=1e-6, max_retries=2)
+    message = llm.invoke("Tell me a long story about a dragon.")
+    assert message.response_metadata["finish_reason"] == "timeout"
+    assert message.usage_metadata["output_tokens"] < 200
+    free = ChatPhi3AIPC(model="smollm2", device="cpu", max_tokens=8).invoke("Hi")
+    assert (
+        free.response_metadata["finish_reason"] != "timeout"
+    )  # the engine is usable, no deadline left behind
