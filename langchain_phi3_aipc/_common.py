@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from phi3_aipc import DEFAULT_MODEL, Engine, GenerationParams, GenerationResult, get_engine
 from phi3_aipc.errors import InvalidParameterError
@@ -66,6 +66,9 @@ class Phi3AIPCFields(BaseModel):
     max_retries: int | None = None
     """Accepted for LangChain compatibility; a local model has no network call to retry, so it is not used."""
 
+    api_key: SecretStr | None = None
+    """Accepted for LangChain's standard parameters; a local model needs no key, so it is not used."""
+
     # -- engine ------------------------------------------------------------------------------------------------------
     def _get_engine(self, model: str | None = None) -> Engine:
         """The shared engine: loaded on first use, cached per (model, device, backend, options) in the process."""
@@ -102,10 +105,13 @@ def split_call_kwargs(
     return overrides, extra
 
 
-def response_metadata(result: GenerationResult, finish_reason: str | None = None) -> dict[str, Any]:
+def response_metadata(
+    result: GenerationResult, finish_reason: str | None = None, model_name: str | None = None
+) -> dict[str, Any]:
+    """``model_name`` is the model as the caller named it: engines are shared between an alias and its path."""
     timings = result.timings
     return {
-        "model_name": result.model,
+        "model_name": model_name or result.model,
         "model_provider": "phi3_aipc",
         "device": result.device,
         "backend": result.backend,

@@ -26,7 +26,7 @@ from langchain_core.output_parsers import BaseOutputParser, JsonOutputKeyToolsPa
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
-from langchain_core.utils.function_calling import convert_to_openai_tool
+from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict
 
@@ -37,7 +37,6 @@ from phi3_aipc.tools import (
     InvalidToolCall,
     OutputParseError,
     ToolCall,
-    json_schema_of,
     normalise_tool_choice,
     parse_json_output,
     to_tool_specs,
@@ -220,7 +219,8 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
         if self.streaming:
             return _from_chunks(self._stream(messages, stop, run_manager, **kwargs))
         turn = self._turn(messages, stop, kwargs)
-        return _chat_result(turn.run(self._get_engine(kwargs.get("model"))))
+        model = kwargs.get("model") or self.model
+        return _chat_result(turn.run(self._get_engine(model)), model)
 
     async def _agenerate(
         self,
@@ -232,7 +232,8 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
         if self.streaming:
             return await _afrom_chunks(self._astream(messages, stop, run_manager, **kwargs))
         turn = self._turn(messages, stop, kwargs)
-        return _chat_result(await turn.arun(await self._aget_engine(kwargs.get("model"))))
+        model = kwargs.get("model") or self.model
+        return _chat_result(await turn.arun(await self._aget_engine(model)), model)
 
     def _stream(
         self,
@@ -242,8 +243,9 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         turn = self._turn(messages, stop, kwargs)
-        chunks = _Chunker()
-        for event in turn.stream(self._get_engine(kwargs.get("model"))):
+        model = kwargs.get("model") or self.model
+        chunks = _Chunker(model)
+        for event in turn.stream(self._get_engine(model)):
             chunk = chunks.of(event)
             if run_manager:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -257,8 +259,9 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         turn = self._turn(messages, stop, kwargs)
-        chunks = _Chunker()
-        async for event in turn.astream(await self._aget_engine(kwargs.get("model"))):
+        model = kwargs.get("model") or self.model
+        chunks = _Chunker(model)
+        async for event in turn.astream(await self._aget_engine(model)):
             chunk = chunks.of(event)
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -321,8 +324,7 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
                 raise InvalidParameterError(
                     "method='json_schema' needs a schema; use method='json_mode' for any JSON."
                 )
-            # The engine's schema reader, as at every other door: one schema, hence one prompt, per model class.
-            json_schema = json_schema_of(schema)
+            json_schema = convert_to_json_schema(schema)
             llm = self.bind(
                 response_format={"type": "json_schema", "schema": json_schema},
                 ls_structured_output_format={"kwargs": {"method": method}, "schema": json_schema},
@@ -480,14 +482,15 @@ def _content_text(message: BaseMessage) -> str:
 class _Chunker:
     """Turn events as LangChain chunks; tool-call chunks are numbered in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, model_name: str) -> None:
+        self._model_name = model_name
         self._index = 0
 
     def of(self, event: TurnEvent) -> ChatGenerationChunk:
         if isinstance(event, TextDelta):
             return ChatGenerationChunk(message=AIMessageChunk(content=event.text))
         if isinstance(event, TurnDone):
-            return _last_chunk(event.result)
+            return _last_chunk(event.result, self._model_name)
         part = tool_call_chunk(name=event.name, args=_chunk_args(event), id=event.id, index=self._index)
         self._index += 1
         return ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[part]))
@@ -501,19 +504,19 @@ def _chunk_args(call: ToolCall | InvalidToolCall) -> str:
     return f"Invalid tool call ({call.error}): {call.raw}"
 
 
-def _last_chunk(result: TurnResult) -> ChatGenerationChunk:
+def _last_chunk(result: TurnResult, model_name: str) -> ChatGenerationChunk:
     return ChatGenerationChunk(
         message=AIMessageChunk(
             content="",
             usage_metadata=usage(result.generation),
-            response_metadata=response_metadata(result.generation, result.finish_reason),
+            response_metadata=response_metadata(result.generation, result.finish_reason, model_name),
             chunk_position="last",
         ),
         generation_info={"finish_reason": result.finish_reason},
     )
 
 
-def _chat_result(result: TurnResult) -> ChatResult:
+def _chat_result(result: TurnResult, model_name: str) -> ChatResult:
     message = AIMessage(
         content=result.content,
         tool_calls=[tool_call(name=c.name, args=c.arguments, id=c.id) for c in result.tool_calls],
@@ -522,7 +525,7 @@ def _chat_result(result: TurnResult) -> ChatResult:
             for c in result.invalid_tool_calls
         ],
         usage_metadata=usage(result.generation),
-        response_metadata=response_metadata(result.generation, result.finish_reason),
+        response_metadata=response_metadata(result.generation, result.finish_reason, model_name),
     )
     info = {"finish_reason": result.finish_reason}
     return ChatResult(generations=[ChatGeneration(message=message, generation_info=info)])

@@ -110,7 +110,9 @@ class Phi3AIPC(Phi3AIPCFields, LLM):
         overrides, _ = split_call_kwargs(dict(kwargs), ())
         engine = self._get_engine(overrides.get("model"))
         result = engine.generate(self._prompt(engine, prompt), self._params(stop, overrides))
-        return Generation(text=result.text, generation_info=_info(result))
+        return Generation(
+            text=result.text, generation_info=_info(result, overrides.get("model") or self.model)
+        )
 
     def _generate(
         self,
@@ -155,7 +157,9 @@ class Phi3AIPC(Phi3AIPCFields, LLM):
                     run_manager.on_llm_new_token(delta, chunk=chunk)
                 yield chunk
             if stream.result is not None:
-                yield GenerationChunk(text="", generation_info=_info(stream.result))
+                yield GenerationChunk(
+                    text="", generation_info=_info(stream.result, overrides.get("model") or self.model)
+                )
         finally:
             stream.close()
 
@@ -176,10 +180,12 @@ class Phi3AIPC(Phi3AIPCFields, LLM):
                     await run_manager.on_llm_new_token(delta, chunk=chunk)
                 yield chunk
             if stream.result is not None:
-                yield GenerationChunk(text="", generation_info=_info(stream.result))
+                yield GenerationChunk(
+                    text="", generation_info=_info(stream.result, overrides.get("model") or self.model)
+                )
         finally:
             await stream.aclose()
 
 
-def _info(result: GenerationResult) -> dict[str, Any]:
-    return {**response_metadata(result), "usage": usage(result)}
+def _info(result: GenerationResult, model_name: str) -> dict[str, Any]:
+    return {**response_metadata(result, model_name=model_name), "usage": usage(result)}

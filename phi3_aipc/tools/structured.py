@@ -56,7 +56,10 @@ def with_json_instructions(
     """
     prompt = "Answer with a single JSON object and nothing else."
     if schema is not None:
-        prompt += " It must match this JSON schema:\n" + json.dumps(dict(schema), ensure_ascii=False)
+        # Sorted keys: the same schema reads the same whichever converter built it (LangChain's orders keys its way).
+        prompt += " It must match this JSON schema:\n" + json.dumps(
+            dict(schema), ensure_ascii=False, sort_keys=True
+        )
     out = [dict(m) for m in messages]
     if out and out[0].get("role") == "system":
         out[0]["content"] = f"{text_of(out[0].get('content'))}\n\n{prompt}".strip()
