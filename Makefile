@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint
+.PHONY: demo test lint test-lowest test-peer
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,11 @@ test: $(VENV)/.test-installed
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The other ends of pyproject.toml's ranges, each in its own fresh environment (see .ci/): the floors of every direct
+# dependency, and an install beside the newest LangChain that must change nothing.
+test-lowest:
+	.ci/lowest
+
+test-peer:
+	.ci/peer-install

@@ -1,0 +1,62 @@
+"""Packaging: the declared version ranges hang together, and the LangChain unit suite runs with no model file at hand.
+
+The second part exists for the lowest-versions job (.ci/lowest): it installs the floors of pyproject.toml's ranges
+and has no torch, so the tiny test Phi-3 (built with torch) is not there; construction and binding need no model.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_tests.unit_tests import ChatModelUnitTests
+from packaging.requirements import Requirement
+from test_langchain_standard import _Common
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+OPENVINO_TRIO = ("openvino", "openvino-genai", "openvino-tokenizers")
+
+
+def _requirements() -> list[tuple[str, Requirement]]:
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    extras: dict[str, list[str]] = project["optional-dependencies"]
+    groups = {"(base)": project["dependencies"], **extras}
+    return [(group, Requirement(line)) for group, lines in groups.items() for line in lines]
+
+
+def test_the_openvino_trio_shares_one_range_everywhere() -> None:
+    """openvino, openvino-genai and openvino-tokenizers only work as a matching set: one range for all three."""
+    specs = {(group, r.name): str(r.specifier) for group, r in _requirements() if r.name in OPENVINO_TRIO}
+    assert {name for _, name in specs} == set(OPENVINO_TRIO)
+    assert len(set(specs.values())) == 1, specs
+
+
+def test_every_library_has_one_range_across_extras() -> None:
+    """Where two extras name the same library, their ranges must not contradict (e.g. two transformers caps)."""
+    uppers: dict[str, set[str]] = {}
+    for _, requirement in _requirements():
+        caps = {str(s) for s in requirement.specifier if s.operator in ("<", "<=", "~=", "==")}
+        if caps:
+            uppers.setdefault(requirement.name, set()).update(caps)
+    assert {name: caps for name, caps in uppers.items() if len(caps) > 1} == {}
+
+
+def test_langchain_core_is_not_capped_below_the_next_major() -> None:
+    """Issue 17: a user with any current langchain-core 1.x can install us beside it without a downgrade."""
+    (spec,) = [r.specifier for _, r in _requirements() if r.name == "langchain-core"]
+    assert all(v in spec for v in ("1.0.0", "1.8.3", "1.99.0")) and "2.0.0" not in spec
+
+
+class TestChatPhi3AIPCUnitByAlias(_Common, ChatModelUnitTests):
+    """The langchain-tests unit suite, constructing from the model alias: nothing is downloaded or loaded."""
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"model": "smollm2", "device": "cpu"}
