@@ -113,7 +113,7 @@ class Engine:
         ``on_text``, if given, receives each delta as it is generated (on the generating thread); an exception it
         raises stops the generation and is raised here.
         """
-        job = self._job(prompt, params, constraint, on_text)
+        job = self._job_factory(prompt, params, constraint)(on_text=on_text)
         job.start()
         return job.wait_for_result()
 
@@ -125,7 +125,7 @@ class Engine:
         constraint: Constraint | None = None,
     ) -> GenerationStream:
         """Stream text deltas as tokens arrive; ``.result`` holds the GenerationResult once the stream ends."""
-        return GenerationStream(functools.partial(self._job, prompt, params, constraint))
+        return GenerationStream(self._job_factory(prompt, params, constraint))
 
     async def agenerate(
         self,
@@ -137,7 +137,8 @@ class Engine:
         """``generate`` without blocking the event loop; cancelling the task stops the generation."""
         loop = asyncio.get_running_loop()
         finished = loop.create_future()
-        job = self._job(prompt, params, constraint, on_finish=lambda: _post(loop, _settle, finished))
+        make_job = self._job_factory(prompt, params, constraint)
+        job = make_job(on_finish=lambda: loop.call_soon_threadsafe(_settle, finished))
         job.start()
         try:
             await finished
@@ -154,7 +155,7 @@ class Engine:
         constraint: Constraint | None = None,
     ) -> AsyncGenerationStream:
         """Async twin of ``stream``: deltas arrive on the event loop as the generating thread produces them."""
-        return AsyncGenerationStream(functools.partial(self._job, prompt, params, constraint))
+        return AsyncGenerationStream(self._job_factory(prompt, params, constraint))
 
     def check_prompt_length(self, prompt: str) -> int:
         """Count the prompt's tokens and refuse one that is empty or cannot fit, before the backend sees it."""
@@ -181,18 +182,13 @@ class Engine:
         return tokens
 
     # -- internals ----------------------------------------------------------------------------------------------
-    def _job(
-        self,
-        prompt: PromptInput,
-        params: GenerationParams | None,
-        constraint: Constraint | None,
-        on_text: TextSink | None = None,
-        on_finish: Callable[[], None] | None = None,
-    ) -> _Job:
-        """Check a request (before any backend sees it) and turn it into a job, not yet started."""
+    def _job_factory(
+        self, prompt: PromptInput, params: GenerationParams | None, constraint: Constraint | None
+    ) -> JobFactory:
+        """Check a request now, in the caller's thread and before any backend sees it; make its job later."""
         text = self._to_prompt(prompt)
         self._check_constraint(constraint)
-        return _Job(self, text, params or GenerationParams(), constraint, on_text, on_finish)
+        return functools.partial(_Job, self, text, params or GenerationParams(), constraint)
 
     def _to_prompt(self, prompt: PromptInput) -> str:
         if isinstance(prompt, str):
@@ -340,8 +336,8 @@ class _Job:
         prompt: str,
         params: GenerationParams,
         constraint: Constraint | None,
-        on_text: TextSink | None,
-        on_finish: Callable[[], None] | None,
+        on_text: TextSink | None = None,
+        on_finish: Callable[[], None] | None = None,
     ):
         self.engine = engine
         self.prompt = prompt
@@ -615,10 +611,6 @@ class AsyncGenerationStream:
         while await self._deltas.get() is not _END:
             pass
         self.result = self._job.result
-
-
-def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:
-    loop.call_soon_threadsafe(callback, *args)
 
 
 def _settle(future: asyncio.Future) -> None:
