@@ -174,7 +174,7 @@ class Engine:
         window = self.context_window
         if window is not None and tokens >= window:
             raise PromptTooLongError(
-                self._count_uncapped(prompt, tokens),
+                self._count_uncapped(prompt, tokens, window),
                 window,
                 "model's context window",
                 "Shorten the prompt or trim the chat history (at least one new token must fit).",
@@ -204,22 +204,22 @@ class Engine:
                 f"{sorted(self.constraint_kinds) or 'no constraints'}. Use backend='openvino' or backend='onnx'."
             )
 
-    def _count_uncapped(self, text: str, counted: int) -> int:
-        """The real token count of a prompt whose count reached the window.
+    def _count_uncapped(self, text: str, counted: int, cap: int) -> int:
+        """The real token count of a prompt whose count reached ``cap`` (the window).
 
         Some tokenizers stop counting at a cap (OpenVINO's, converted from a GGUF, stops at the model's context
         length), so a 20,000-token prompt would be reported as 8,192. Counting the halves, each below the cap, and
         splitting before a space (where byte-level tokenizers split anyway) gives the real length.
         """
-        if counted < self.context_window or len(text) < 2:  # type: ignore[operator]
+        if counted < cap or len(text) < 2:
             return counted
         middle = text.rfind(" ", 1, len(text) // 2 + 1)
         middle = middle if middle > 0 else len(text) // 2
         left, right = text[:middle], text[middle:]
         added = self.backend.count_tokens("")  # e.g. a BOS token, added to each piece but once to the whole
         return (
-            self._count_uncapped(left, self.backend.count_tokens(left))
-            + self._count_uncapped(right, self.backend.count_tokens(right))
+            self._count_uncapped(left, self.backend.count_tokens(left), cap)
+            + self._count_uncapped(right, self.backend.count_tokens(right), cap)
             - added
         )
 
@@ -344,7 +344,7 @@ class _Job:
         self.params = params
         self.constraint = constraint
         self.on_text = on_text
-        self._on_finish = on_finish
+        self._done_callbacks: list[Callable[[], Any]] = [on_finish] if on_finish is not None else []
         self._deadline = None if params.timeout_s is None else time.monotonic() + params.timeout_s
         self._cancelled = threading.Event()
         self.done = threading.Event()
@@ -371,12 +371,16 @@ class _Job:
     def time_left(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
 
+    def add_done_callback(self, callback: Callable[[], Any]) -> None:
+        """Call ``callback`` on the job's thread once it ends (set before ``start()``)."""
+        self._done_callbacks.append(callback)
+
     def finish(self) -> None:
         self.done.set()
-        if self._on_finish is not None:
+        for callback in self._done_callbacks:
             # RuntimeError: the caller's event loop has closed, so nobody is left to tell.
             with contextlib.suppress(RuntimeError):
-                self._on_finish()
+                callback()
 
     def wait(self) -> None:
         while not self.done.wait(_WAKE_S):
@@ -524,8 +528,7 @@ class GenerationStream:
     def _start(self) -> _Job:
         deltas = self._deltas  # the job sees the queue only, never the stream, so the stream can be collected
         job = self._make_job(on_text=deltas.put, on_finish=functools.partial(deltas.put, _END))
-        weakref.finalize(self, job.cancel)
-        job.start()
+        _cancel_when_collected(self, job)
         return job
 
     def _next_item(self) -> Any:
@@ -596,8 +599,7 @@ class AsyncGenerationStream:
             loop.call_soon_threadsafe(deltas.put_nowait, item)
 
         job = self._make_job(on_text=post, on_finish=functools.partial(post, _END))
-        weakref.finalize(self, job.cancel)
-        job.start()
+        _cancel_when_collected(self, job)
         return job
 
     async def aclose(self) -> None:
@@ -611,6 +613,14 @@ class AsyncGenerationStream:
         while await self._deltas.get() is not _END:
             pass
         self.result = self._job.result
+
+
+def _cancel_when_collected(stream: object, job: _Job) -> None:
+    """Start ``job``; cancel it if ``stream`` is garbage-collected before the job ends."""
+    finalizer = weakref.finalize(stream, job.cancel)
+    # A finished job needs no cancelling, and the finalizer should not keep it (and its result) alive.
+    job.add_done_callback(finalizer.detach)
+    job.start()
 
 
 def _settle(future: asyncio.Future) -> None:
