@@ -91,10 +91,12 @@ def _check_int(name: str, value: Any, *, minimum: int) -> None:
     # bool is an int subclass: max_new_tokens=True would otherwise pass as 1.
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidParameterError(f"{name} must be an integer, got {value!r}.")
-    if value < minimum or value > MAX_INT_PARAM:
+    if value < minimum:
+        raise InvalidParameterError(f"{name} must be at least {minimum}, got {_shown(value)}.")
+    if value > MAX_INT_PARAM:
         raise InvalidParameterError(
-            f"{name} must be between {minimum} and {MAX_INT_PARAM} (2**31 - 1, the largest every backend "
-            f"accepts), got {_shown(value)}."
+            f"{name} must be at most {MAX_INT_PARAM} (2**31 - 1, the largest every backend accepts), "
+            f"got {_shown(value)}."
         )
 
 
