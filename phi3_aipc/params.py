@@ -33,8 +33,9 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
     # Benchmarks force a fixed output length; users never need this.
     ignore_eos: bool = False
-    # A wall-clock deadline for the whole call, waiting for the engine included, checked at every token. When it
-    # passes, generation stops and finish_reason is "timeout" (the text so far is kept).
+    # A wall-clock deadline in seconds for the whole call (for a stream: from its first iteration), waiting for the
+    # engine included. It is checked while waiting and at every token (a prompt's prefill runs to its end); when it
+    # passes, generation stops, finish_reason is "timeout", and the text so far is kept.
     timeout_s: float | None = None
 
     def __post_init__(self) -> None:
