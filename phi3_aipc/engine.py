@@ -113,7 +113,7 @@ class Engine:
         ``on_text``, if given, receives each delta as it is generated (on the generating thread); an exception it
         raises stops the generation and is raised here.
         """
-        job = self._job(prompt, params, constraint, on_text)
+        job = self._job_factory(prompt, params, constraint)(on_text=on_text)
         job.start()
         return job.wait_for_result()
 
@@ -125,7 +125,7 @@ class Engine:
         constraint: Constraint | None = None,
     ) -> GenerationStream:
         """Stream text deltas as tokens arrive; ``.result`` holds the GenerationResult once the stream ends."""
-        return GenerationStream(functools.partial(self._job, prompt, params, constraint))
+        return GenerationStream(self._job_factory(prompt, params, constraint))
 
     async def agenerate(
         self,
@@ -137,7 +137,8 @@ class Engine:
         """``generate`` without blocking the event loop; cancelling the task stops the generation."""
         loop = asyncio.get_running_loop()
         finished = loop.create_future()
-        job = self._job(prompt, params, constraint, on_finish=lambda: _post(loop, _settle, finished))
+        make_job = self._job_factory(prompt, params, constraint)
+        job = make_job(on_finish=lambda: loop.call_soon_threadsafe(_settle, finished))
         job.start()
         try:
             await finished
@@ -154,7 +155,7 @@ class Engine:
         constraint: Constraint | None = None,
     ) -> AsyncGenerationStream:
         """Async twin of ``stream``: deltas arrive on the event loop as the generating thread produces them."""
-        return AsyncGenerationStream(functools.partial(self._job, prompt, params, constraint))
+        return AsyncGenerationStream(self._job_factory(prompt, params, constraint))
 
     def check_prompt_length(self, prompt: str) -> int:
         """Count the prompt's tokens and refuse one that is empty or cannot fit, before the backend sees it."""
@@ -173,7 +174,7 @@ class Engine:
         window = self.context_window
         if window is not None and tokens >= window:
             raise PromptTooLongError(
-                self._count_uncapped(prompt, tokens),
+                self._count_uncapped(prompt, tokens, window),
                 window,
                 "model's context window",
                 "Shorten the prompt or trim the chat history (at least one new token must fit).",
@@ -181,18 +182,13 @@ class Engine:
         return tokens
 
     # -- internals ----------------------------------------------------------------------------------------------
-    def _job(
-        self,
-        prompt: PromptInput,
-        params: GenerationParams | None,
-        constraint: Constraint | None,
-        on_text: TextSink | None = None,
-        on_finish: Callable[[], None] | None = None,
-    ) -> _Job:
-        """Check a request (before any backend sees it) and turn it into a job, not yet started."""
+    def _job_factory(
+        self, prompt: PromptInput, params: GenerationParams | None, constraint: Constraint | None
+    ) -> JobFactory:
+        """Check a request now, in the caller's thread and before any backend sees it; make its job later."""
         text = self._to_prompt(prompt)
         self._check_constraint(constraint)
-        return _Job(self, text, params or GenerationParams(), constraint, on_text, on_finish)
+        return functools.partial(_Job, self, text, params or GenerationParams(), constraint)
 
     def _to_prompt(self, prompt: PromptInput) -> str:
         if isinstance(prompt, str):
@@ -208,22 +204,22 @@ class Engine:
                 f"{sorted(self.constraint_kinds) or 'no constraints'}. Use backend='openvino' or backend='onnx'."
             )
 
-    def _count_uncapped(self, text: str, counted: int) -> int:
-        """The real token count of a prompt whose count reached the window.
+    def _count_uncapped(self, text: str, counted: int, cap: int) -> int:
+        """The real token count of a prompt whose count reached ``cap`` (the window).
 
         Some tokenizers stop counting at a cap (OpenVINO's, converted from a GGUF, stops at the model's context
         length), so a 20,000-token prompt would be reported as 8,192. Counting the halves, each below the cap, and
         splitting before a space (where byte-level tokenizers split anyway) gives the real length.
         """
-        if counted < self.context_window or len(text) < 2:  # type: ignore[operator]
+        if counted < cap or len(text) < 2:
             return counted
         middle = text.rfind(" ", 1, len(text) // 2 + 1)
         middle = middle if middle > 0 else len(text) // 2
         left, right = text[:middle], text[middle:]
         added = self.backend.count_tokens("")  # e.g. a BOS token, added to each piece but once to the whole
         return (
-            self._count_uncapped(left, self.backend.count_tokens(left))
-            + self._count_uncapped(right, self.backend.count_tokens(right))
+            self._count_uncapped(left, self.backend.count_tokens(left), cap)
+            + self._count_uncapped(right, self.backend.count_tokens(right), cap)
             - added
         )
 
@@ -340,15 +336,15 @@ class _Job:
         prompt: str,
         params: GenerationParams,
         constraint: Constraint | None,
-        on_text: TextSink | None,
-        on_finish: Callable[[], None] | None,
+        on_text: TextSink | None = None,
+        on_finish: Callable[[], None] | None = None,
     ):
         self.engine = engine
         self.prompt = prompt
         self.params = params
         self.constraint = constraint
         self.on_text = on_text
-        self._on_finish = on_finish
+        self._done_callbacks: list[Callable[[], Any]] = [on_finish] if on_finish is not None else []
         self._deadline = None if params.timeout_s is None else time.monotonic() + params.timeout_s
         self._cancelled = threading.Event()
         self.done = threading.Event()
@@ -375,12 +371,16 @@ class _Job:
     def time_left(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
 
+    def add_done_callback(self, callback: Callable[[], Any]) -> None:
+        """Call ``callback`` on the job's thread once it ends (set before ``start()``)."""
+        self._done_callbacks.append(callback)
+
     def finish(self) -> None:
         self.done.set()
-        if self._on_finish is not None:
+        for callback in self._done_callbacks:
             # RuntimeError: the caller's event loop has closed, so nobody is left to tell.
             with contextlib.suppress(RuntimeError):
-                self._on_finish()
+                callback()
 
     def wait(self) -> None:
         while not self.done.wait(_WAKE_S):
@@ -528,8 +528,7 @@ class GenerationStream:
     def _start(self) -> _Job:
         deltas = self._deltas  # the job sees the queue only, never the stream, so the stream can be collected
         job = self._make_job(on_text=deltas.put, on_finish=functools.partial(deltas.put, _END))
-        weakref.finalize(self, job.cancel)
-        job.start()
+        _cancel_when_collected(self, job)
         return job
 
     def _next_item(self) -> Any:
@@ -600,8 +599,7 @@ class AsyncGenerationStream:
             loop.call_soon_threadsafe(deltas.put_nowait, item)
 
         job = self._make_job(on_text=post, on_finish=functools.partial(post, _END))
-        weakref.finalize(self, job.cancel)
-        job.start()
+        _cancel_when_collected(self, job)
         return job
 
     async def aclose(self) -> None:
@@ -617,8 +615,12 @@ class AsyncGenerationStream:
         self.result = self._job.result
 
 
-def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:
-    loop.call_soon_threadsafe(callback, *args)
+def _cancel_when_collected(stream: object, job: _Job) -> None:
+    """Start ``job``; cancel it if ``stream`` is garbage-collected before the job ends."""
+    finalizer = weakref.finalize(stream, job.cancel)
+    # A finished job needs no cancelling, and the finalizer should not keep it (and its result) alive.
+    job.add_done_callback(finalizer.detach)
+    job.start()
 
 
 def _settle(future: asyncio.Future) -> None:

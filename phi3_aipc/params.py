@@ -33,8 +33,9 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
     # Benchmarks force a fixed output length; users never need this.
     ignore_eos: bool = False
-    # A wall-clock deadline for the whole call, waiting for the engine included, checked at every token. When it
-    # passes, generation stops and finish_reason is "timeout" (the text so far is kept).
+    # A wall-clock deadline in seconds for the whole call (for a stream: from its first iteration), waiting for the
+    # engine included. It is checked while waiting and at every token (a prompt's prefill runs to its end); when it
+    # passes, generation stops, finish_reason is "timeout", and the text so far is kept.
     timeout_s: float | None = None
 
     def __post_init__(self) -> None:
@@ -91,10 +92,12 @@ def _check_int(name: str, value: Any, *, minimum: int) -> None:
     # bool is an int subclass: max_new_tokens=True would otherwise pass as 1.
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidParameterError(f"{name} must be an integer, got {value!r}.")
-    if value < minimum or value > MAX_INT_PARAM:
+    if value < minimum:
+        raise InvalidParameterError(f"{name} must be at least {minimum}, got {_shown(value)}.")
+    if value > MAX_INT_PARAM:
         raise InvalidParameterError(
-            f"{name} must be between {minimum} and {MAX_INT_PARAM} (2**31 - 1, the largest every backend "
-            f"accepts), got {_shown(value)}."
+            f"{name} must be at most {MAX_INT_PARAM} (2**31 - 1, the largest every backend accepts), "
+            f"got {_shown(value)}."
         )
 
 

@@ -297,10 +297,10 @@ def test_unknown_backend_lists_the_known_ones() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"max_new_tokens": 0}, "max_new_tokens must be between 1 and"),
+        ({"max_new_tokens": 0}, "max_new_tokens must be at least 1"),
         ({"temperature": -1.0}, "temperature must be at least 0"),
         ({"top_p": 1.5}, "top_p must be above 0.0 and at most 1.0"),
-        ({"top_k": -2}, "top_k must be between 0 and"),
+        ({"top_k": -2}, "top_k must be at least 0"),
         ({"stop": ["", "x"]}, "non-empty string"),
         ({"seed": "7"}, "seed must be an integer"),
     ],

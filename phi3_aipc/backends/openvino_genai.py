@@ -91,6 +91,8 @@ class OpenVINOGenAIBackend(Backend):
         def streamer(delta: str) -> ov_genai.StreamingStatus:
             # OpenVINO GenAI prints an exception raised here, drops the delta and generates on to max_new_tokens:
             # stop instead, and raise it once generate() has returned (a Ctrl-C that lands here included).
+            if failures:
+                return ov_genai.StreamingStatus.STOP  # it may flush one last delta after being told to stop
             try:
                 keep_going = on_text(delta)
             except BaseException as exc:  # noqa: BLE001 - re-raised below
