@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-from langchain_tests.unit_tests import ChatModelUnitTests
 from packaging.requirements import Requirement
-from test_langchain_standard import _Common
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,11 +49,3 @@ def test_langchain_core_is_not_capped_below_the_next_major() -> None:
     """Issue 17: a user with any current langchain-core 1.x can install us beside it without a downgrade."""
     (spec,) = [r.specifier for _, r in _requirements() if r.name == "langchain-core"]
     assert all(v in spec for v in ("1.0.0", "1.8.3", "1.99.0")) and "2.0.0" not in spec
-
-
-class TestChatPhi3AIPCUnitByAlias(_Common, ChatModelUnitTests):
-    """The langchain-tests unit suite, constructing from the model alias: nothing is downloaded or loaded."""
-
-    @property
-    def chat_model_params(self) -> dict[str, Any]:
-        return {"model": "smollm2", "device": "cpu"}

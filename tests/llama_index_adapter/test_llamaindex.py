@@ -83,7 +83,7 @@ def test_importing_loads_no_backend_and_no_torch() -> None:
         "loaded = [m for m in ('torch', 'openvino', 'openvino_genai', 'transformers') if m in sys.modules]; "
         "assert not loaded, loaded"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
 
 
 def test_construction_loads_nothing_and_the_first_call_reports_a_missing_model(tmp_path: Path) -> None:

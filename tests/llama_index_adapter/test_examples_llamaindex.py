@@ -17,7 +17,7 @@ pytest.importorskip("openvino_genai")
 from llama_index_phi3_aipc import Phi3AIPC
 from phi3_aipc.errors import ModelNotFoundError
 
-EXAMPLES = Path(__file__).parents[1] / "examples"
+EXAMPLES = Path(__file__).parents[2] / "examples"
 pytestmark = pytest.mark.smollm2
 
 
@@ -113,7 +113,7 @@ def test_agent_example_runs_as_a_script(
 def test_readme_llamaindex_snippet_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
     import re
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     section = readme[readme.index("## LlamaIndex") :]
     snippet = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert snippet is not None

@@ -17,7 +17,7 @@ import pytest
 
 from phi3_aipc.bench.measure import StreamTiming
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "wrapper_overhead.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "wrapper_overhead.py"
 MAX_NEW_TOKENS = 10
 RUNS = 2
 

