@@ -186,6 +186,8 @@ class Engine:
         self, prompt: PromptInput, params: GenerationParams | None, constraint: Constraint | None
     ) -> JobFactory:
         """Check a request now, in the caller's thread and before any backend sees it; make its job later."""
+        if params is not None and not isinstance(params, GenerationParams):
+            raise InvalidParameterError(f"params must be a GenerationParams, got {type(params).__name__}.")
         text = self._to_prompt(prompt)
         self._check_constraint(constraint)
         return functools.partial(_Job, self, text, params or GenerationParams(), constraint)
@@ -352,9 +354,7 @@ class _Job:
         self.error: BaseException | None = None
 
     def start(self) -> None:
-        threading.Thread(
-            target=self.engine._execute, args=(self,), name="phi3-aipc-generate", daemon=True
-        ).start()
+        _workers.run(functools.partial(self.engine._execute, self))
 
     def cancel(self) -> None:
         """Stop at the next token, or leave the line if not yet started. Safe from any thread, and from GC."""
@@ -402,6 +402,45 @@ class _Job:
             raise self.error
         assert self.result is not None
         return self.result
+
+
+class _Workers:
+    """The threads jobs run on, never asyncio's default pool. An idle thread is reused (OpenVINO sets up per-thread
+    state on a thread's first inference, about 1 ms a call) and exits after ``idle_s`` without work. Unbounded, so
+    no job ever waits for a thread: jobs wait only in the engine's line, which they can leave."""
+
+    def __init__(self, idle_s: float = 30.0):
+        self._idle_s = idle_s
+        self._lock = threading.Lock()
+        self._idle: list[queue.SimpleQueue] = []
+
+    def run(self, work: Callable[[], None]) -> None:
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+        if inbox is None:
+            inbox = queue.SimpleQueue()
+            threading.Thread(
+                target=self._serve, args=(inbox,), name="phi3-aipc-generate", daemon=True
+            ).start()
+        inbox.put(work)
+
+    def _serve(self, inbox: queue.SimpleQueue) -> None:
+        while True:
+            try:
+                work = inbox.get(timeout=self._idle_s)
+            except queue.Empty:
+                with self._lock:
+                    if inbox in self._idle:
+                        self._idle.remove(inbox)
+                        return
+                continue  # taken off the idle list just now: its work is on the way
+            work()
+            work = None  # an idle thread must not keep the last job (or its engine) alive
+            with self._lock:
+                self._idle.append(inbox)
+
+
+_workers = _Workers()
 
 
 class _Turnstile:

@@ -366,6 +366,8 @@ async def test_an_empty_raw_prompt_is_refused(ov_cpu: Engine, watch: BackendWatc
         ov_cpu.stream("")
     with pytest.raises(InvalidParameterError, match="empty"):
         await ov_cpu.agenerate("")
+    with pytest.raises(InvalidParameterError, match="params must be a GenerationParams, got dict"):
+        ov_cpu.generate(CHAT, {"max_new_tokens": 5})  # type: ignore[arg-type]
     assert watch.calls == []
     _assert_usable(ov_cpu)
 
