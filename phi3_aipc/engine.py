@@ -37,7 +37,7 @@ _WAKE_S = 0.1
 
 
 class Engine:
-    """A loaded model. Thread-safe: generations run one at a time, in arrival order, each on its own thread.
+    """A loaded model. Thread-safe: generations run one at a time, in arrival order, on worker threads.
 
     Stopping: every call stops at the next token when its caller goes away: Ctrl-C in the calling thread (re-raised
     once the engine is free), a cancelled asyncio task, a stream closed or no longer referenced, an exception raised
@@ -329,8 +329,9 @@ def _check_messages(messages: Sequence[Message]) -> None:
 
 # -- jobs: one generation call, its thread, and how it stops -----------------------------------------------------
 class _Job:
-    """One generation call. It runs on a thread of its own, so no caller ever blocks inside native code, and it
-    holds no reference to the stream (if any) that consumes it: dropping the stream can cancel it."""
+    """One generation call. It runs on a worker thread, so no caller ever blocks inside native code (where a
+    Ctrl-C cannot reach it), and it holds no reference to the stream (if any) that consumes it: dropping the stream
+    can cancel it."""
 
     def __init__(
         self,
