@@ -26,7 +26,7 @@ PromptInput = str | Sequence[Message]
 
 
 class Engine:
-    """A loaded model. Thread-safe: generations run one at a time, in arrival order, each on its own thread.
+    """A loaded model. Thread-safe: generations run one at a time, in arrival order, on worker threads.
 
     Stopping: every call stops at the next token when its caller goes away: Ctrl-C in the calling thread (re-raised
     once the engine is free), a cancelled asyncio task, a stream closed or no longer referenced, an exception raised

@@ -33,8 +33,9 @@ WAKE_S = 0.1
 
 # -- jobs: one generation call, its thread, and how it stops -----------------------------------------------------
 class Job:
-    """One generation call. It runs on a thread of its own, so no caller ever blocks inside native code, and it
-    holds no reference to the stream (if any) that consumes it: dropping the stream can cancel it."""
+    """One generation call. It runs on a worker thread, so no caller ever blocks inside native code (where a
+    Ctrl-C cannot reach it), and it holds no reference to the stream (if any) that consumes it: dropping the stream
+    can cancel it."""
 
     def __init__(
         self,
