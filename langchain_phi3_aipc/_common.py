@@ -119,6 +119,8 @@ def response_metadata(
         "ttft_ms": timings.ttft_ms,
         "tpot_ms": timings.tpot_ms,
         "tokens_per_second": timings.tokens_per_second,
+        # What the engine changed to make the request fit (e.g. max_tokens lowered to the room left in the window).
+        "notes": list(result.notes),
     }
 
 

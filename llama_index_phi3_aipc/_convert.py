@@ -135,4 +135,5 @@ def raw(result: GenerationResult) -> dict[str, Any]:
         "model": result.model,
         "device": result.device,
         "backend": result.backend,
+        "notes": list(result.notes),
     }

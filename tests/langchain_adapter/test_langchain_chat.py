@@ -264,3 +264,18 @@ def test_tiny_phi3_on_the_npu_pipeline_run_on_the_cpu(tiny_phi3_ov):
     assert prompt.startswith("<|system|>") and "<tool_call>" in prompt
     with pytest.raises(PromptTooLongError, match="MAX_PROMPT_LEN"):
         llm.invoke("word " * 400)
+
+
+def test_a_request_over_the_window_is_fitted_and_the_metadata_says_so(tiny_phi3_ov) -> None:
+    """The tiny Phi-3's window is 4096 tokens: a long prompt plus max_tokens=4000 cannot both fit."""
+    llm = ChatPhi3AIPC(model=str(tiny_phi3_ov), device="cpu", max_tokens=4000)
+    message = llm.invoke("hello " * 1300)  # about 3,900 tokens with the tiny tokenizer
+    notes = message.response_metadata["notes"]
+    assert len(notes) == 1 and "4096" in notes[0]
+    assert message.usage_metadata["input_tokens"] + message.usage_metadata["output_tokens"] <= 4096
+    assert (
+        ChatPhi3AIPC(model=str(tiny_phi3_ov), device="cpu", max_tokens=4)
+        .invoke("hi")
+        .response_metadata["notes"]
+        == []
+    )
