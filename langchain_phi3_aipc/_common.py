@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from phi3_aipc import DEFAULT_MODEL, Engine, GenerationParams, GenerationResult, get_engine
+from phi3_aipc.engine import aget_engine
 from phi3_aipc.errors import InvalidParameterError
 
 #: Per-call keyword arguments that override a field for one call.
@@ -76,7 +76,7 @@ class Phi3AIPCFields(BaseModel):
 
     async def _aget_engine(self, model: str | None = None) -> Engine:
         # Loading takes seconds (minutes for a first NPU compile): never on the event loop.
-        return await asyncio.to_thread(self._get_engine, model)
+        return await aget_engine(model or self.model, self.device, self.backend, self.options)
 
     def _params(self, stop: list[str] | None, overrides: dict[str, Any]) -> GenerationParams:
         values = {

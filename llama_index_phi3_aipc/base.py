@@ -5,7 +5,6 @@ Everything model- and device-specific lives in the engine; this module only tran
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -38,7 +37,7 @@ from llama_index.core.llms.llm import ToolSelection
 
 from llama_index_phi3_aipc import _convert
 from phi3_aipc.chat import ChatTurn, JsonFormat, TextDelta, TurnDone, TurnEvent, TurnResult
-from phi3_aipc.engine import Engine, get_engine
+from phi3_aipc.engine import Engine, aget_engine, get_engine
 from phi3_aipc.errors import InvalidParameterError, Phi3AIPCError
 from phi3_aipc.models import DEFAULT_MODEL
 from phi3_aipc.params import DEFAULT_MAX_NEW_TOKENS, GenerationParams, GenerationResult
@@ -180,8 +179,8 @@ class Phi3AIPC(FunctionCallingLLM):
     async def _aengine(self) -> Engine:
         # Loading takes seconds (minutes for a first NPU compile): never on the event loop.
         if self._engine is None:
-            await asyncio.to_thread(lambda: self.engine)
-        return self.engine
+            self._engine = await aget_engine(self.model, self.device, self.backend, self.options)
+        return self._engine
 
     @property
     def metadata(self) -> LLMMetadata:

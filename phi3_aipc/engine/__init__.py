@@ -6,7 +6,7 @@
 - ``cache``: ``get_engine`` and the process-wide cache of engines.
 """
 
-from phi3_aipc.engine.cache import EngineKey, clear_engines, get_engine, release_engine
+from phi3_aipc.engine.cache import EngineKey, aget_engine, clear_engines, get_engine, release_engine
 from phi3_aipc.engine.core import Engine, PromptInput
 from phi3_aipc.engine.streams import AsyncGenerationStream, GenerationStream
 
@@ -16,6 +16,7 @@ __all__ = [
     "EngineKey",
     "GenerationStream",
     "PromptInput",
+    "aget_engine",
     "clear_engines",
     "get_engine",
     "release_engine",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -64,6 +66,21 @@ def get_engine(
             with _engines_lock:
                 _engines[key] = engine
     return engine
+
+
+# Loads run here, not in asyncio's default pool: a first NPU compile takes minutes, and every async caller waiting
+# for it would otherwise hold one of that pool's few threads (stalling unrelated to_thread and getaddrinfo calls).
+_loader = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="phi3-aipc-load")
+
+
+async def aget_engine(
+    model: str | None = None,
+    device: str | None = "auto",
+    backend: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Engine:
+    """``get_engine`` without blocking the event loop or taking threads from asyncio's default pool."""
+    return await asyncio.wrap_future(_loader.submit(get_engine, model, device, backend, options))
 
 
 def release_engine(engine: Engine) -> bool:

@@ -279,3 +279,25 @@ def test_a_request_over_the_window_is_fitted_and_the_metadata_says_so(tiny_phi3_
         .response_metadata["notes"]
         == []
     )
+
+
+async def test_async_calls_need_no_thread_from_asyncios_default_pool(tiny_phi3_ov) -> None:
+    """Issue 11 item 3: the only default-pool thread is busy, yet loading and generating proceed."""
+    import concurrent.futures
+    import threading
+
+    from phi3_aipc.engine import clear_engines
+
+    clear_engines()  # the load itself must happen while the default pool is full
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+    gate = threading.Event()
+    blocker = asyncio.ensure_future(asyncio.to_thread(gate.wait))
+    try:
+        llm = ChatPhi3AIPC(model=str(tiny_phi3_ov), device="cpu", max_tokens=4)
+        message = await asyncio.wait_for(llm.ainvoke("hi"), timeout=300)
+        chunks = [c async for c in llm.astream("hi")]
+        assert message.usage_metadata["output_tokens"] > 0 and chunks[-1].chunk_position == "last"
+    finally:
+        gate.set()
+        await blocker
