@@ -59,11 +59,11 @@ class Phi3AIPCFields(BaseModel):
     constrained_decoding: bool = True
     """Constrain decoding for tool calls and structured output where the backend can (OpenVINO GenAI does)."""
 
-    timeout: float | None = None
+    timeout: float | None = Field(default=None, gt=0)
     """Wall-clock limit on one generation, in seconds: generation stops there, finish_reason 'timeout'. Loading
     (minutes for a first NPU compile) is not counted."""
 
-    max_retries: int | None = None
+    max_retries: int | None = Field(default=None, ge=0)
     """Accepted for LangChain compatibility; a local model has no network call to retry, so it is not used."""
 
     api_key: SecretStr | None = None

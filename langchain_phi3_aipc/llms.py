@@ -13,7 +13,6 @@ from pydantic import ConfigDict
 
 from langchain_phi3_aipc._common import Phi3AIPCFields, response_metadata, split_call_kwargs, usage
 from phi3_aipc import Engine, GenerationResult
-from phi3_aipc.chat import ChatTurn
 
 
 class Phi3AIPC(Phi3AIPCFields, LLM):
@@ -79,11 +78,10 @@ class Phi3AIPC(Phi3AIPCFields, LLM):
             params["ls_stop"] = stop or self.stop
         return params
 
-    def _prompt(self, engine: Engine, prompt: str) -> Any:
-        if not self.apply_chat_template:
-            return prompt  # a raw prompt: the caller wrote the template, control tokens included, on purpose
-        # As a user message, the prompt follows the chat turn's content rules (control-token text neutralised).
-        return ChatTurn([{"role": "user", "content": prompt}]).plan(engine).prompt
+    def _prompt(self, prompt: str) -> Any:
+        # As a user message, the prompt follows the engine's message rules (control-token text neutralised); a raw
+        # prompt is the caller's own template, control tokens included on purpose.
+        return [{"role": "user", "content": prompt}] if self.apply_chat_template else prompt
 
     def _call(
         self,
@@ -109,7 +107,7 @@ class Phi3AIPC(Phi3AIPCFields, LLM):
             return Generation(text=text, generation_info=info)
         overrides, _ = split_call_kwargs(dict(kwargs), ())
         engine = self._get_engine(overrides.get("model"))
-        result = engine.generate(self._prompt(engine, prompt), self._params(stop, overrides))
+        result = engine.generate(self._prompt(prompt), self._params(stop, overrides))
         return Generation(
             text=result.text, generation_info=_info(result, overrides.get("model") or self.model)
         )
@@ -149,7 +147,7 @@ class Phi3AIPC(Phi3AIPCFields, LLM):
     ) -> Iterator[GenerationChunk]:
         overrides, _ = split_call_kwargs(dict(kwargs), ())
         engine: Engine = self._get_engine(overrides.get("model"))
-        stream = engine.stream(self._prompt(engine, prompt), self._params(stop, overrides))
+        stream = engine.stream(self._prompt(prompt), self._params(stop, overrides))
         try:
             for delta in stream:
                 chunk = GenerationChunk(text=delta)
@@ -172,7 +170,7 @@ class Phi3AIPC(Phi3AIPCFields, LLM):
     ) -> AsyncIterator[GenerationChunk]:
         overrides, _ = split_call_kwargs(dict(kwargs), ())
         engine = await self._aget_engine(overrides.get("model"))
-        stream = engine.astream(self._prompt(engine, prompt), self._params(stop, overrides))
+        stream = engine.astream(self._prompt(prompt), self._params(stop, overrides))
         try:
             async for delta in stream:
                 chunk = GenerationChunk(text=delta)

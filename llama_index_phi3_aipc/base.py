@@ -232,25 +232,23 @@ class Phi3AIPC(FunctionCallingLLM):
         return params.with_stop([extra_stop] if isinstance(extra_stop, str) else extra_stop)
 
     # -- completion ------------------------------------------------------------------------------------------------
-    def _completion_prompt(self, engine: Engine, prompt: str, formatted: bool) -> str | list[dict[str, Any]]:
+    def _completion_prompt(self, prompt: str, formatted: bool) -> str | list[dict[str, Any]]:
         if not isinstance(prompt, str):
             raise InvalidParameterError(f"prompt must be a string, got {type(prompt).__name__}.")
         # formatted=True means the caller already applied a template: pass it through untouched. Otherwise the
-        # prompt is a user message and follows the chat turn's content rules (control-token text neutralised).
-        if formatted:
-            return prompt
-        return ChatTurn([{"role": "user", "content": prompt}]).plan(engine).prompt
+        # prompt is a user message and follows the engine's message rules (control-token text neutralised).
+        return prompt if formatted else [{"role": "user", "content": prompt}]
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         params = self._params(kwargs)
-        result = self.engine.generate(self._completion_prompt(self.engine, prompt, formatted), params)
+        result = self.engine.generate(self._completion_prompt(prompt, formatted), params)
         return _completion(result.text, result)
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         params = self._params(kwargs)
-        stream = self.engine.stream(self._completion_prompt(self.engine, prompt, formatted), params)
+        stream = self.engine.stream(self._completion_prompt(prompt, formatted), params)
 
         def gen() -> CompletionResponseGen:
             text = ""
@@ -266,7 +264,7 @@ class Phi3AIPC(FunctionCallingLLM):
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         params = self._params(kwargs)
         engine = await self._aengine()
-        result = await engine.agenerate(self._completion_prompt(engine, prompt, formatted), params)
+        result = await engine.agenerate(self._completion_prompt(prompt, formatted), params)
         return _completion(result.text, result)
 
     @llm_completion_callback()
@@ -275,7 +273,7 @@ class Phi3AIPC(FunctionCallingLLM):
     ) -> CompletionResponseAsyncGen:
         params = self._params(kwargs)
         engine = await self._aengine()
-        stream = engine.astream(self._completion_prompt(engine, prompt, formatted), params)
+        stream = engine.astream(self._completion_prompt(prompt, formatted), params)
 
         async def gen() -> CompletionResponseAsyncGen:
             text = ""

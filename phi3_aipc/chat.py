@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from phi3_aipc.errors import InvalidParameterError
+from phi3_aipc.messages import check_messages, neutralise_messages
 from phi3_aipc.params import Constraint, GenerationParams, GenerationResult
 from phi3_aipc.tools.protocols import protocol_for
 from phi3_aipc.tools.spec import (
+    MAX_CALLS_PER_ANSWER,
     InvalidToolCall,
     ParsedOutput,
     ToolCall,
@@ -35,13 +37,6 @@ from phi3_aipc.tools.spec import (
 )
 from phi3_aipc.tools.stream import ToolStreamParser
 from phi3_aipc.tools.structured import OutputParseError, parse_json_output, with_json_instructions
-
-ROLES = ("system", "user", "assistant", "tool")
-#: Spellings some frameworks use for the four roles the chat templates know.
-ROLE_ALIASES = {"developer": "system", "human": "user", "ai": "assistant", "function": "tool"}
-#: Inserted after the first character of control-token text inside content; invisible, and not a token boundary
-#: any tokenizer here merges away.
-NEUTRALISER = "\u200b"
 
 
 @dataclass(frozen=True)
@@ -119,7 +114,7 @@ class ChatTurn:
         special_tokens: Iterable[str] = (),
     ) -> TurnPlan:
         """``plan`` from the facts it needs: the model family, the backend's constraint kinds, control tokens."""
-        messages = _neutralised(_checked(self.messages), special_tokens)
+        messages = neutralise_messages(check_messages(self.messages), special_tokens)
         specs = to_tool_specs(self.tools)
         choice = normalise_tool_choice(self.tool_choice, specs)
         if self.response_format is not None and choice != "none":
@@ -142,20 +137,22 @@ class ChatTurn:
     # -- running -------------------------------------------------------------------------------------------------
     def run(self, engine: Any) -> TurnResult:
         plan = self.plan(engine)
-        generation = engine.generate(plan.prompt, self.params, constraint=plan.constraint)
+        generation = engine.generate(engine.render(plan.prompt), self.params, constraint=plan.constraint)
         plan.feed(generation.text)
         return plan.finish(generation)
 
     async def arun(self, engine: Any) -> TurnResult:
         plan = self.plan(engine)
-        generation = await engine.agenerate(plan.prompt, self.params, constraint=plan.constraint)
+        generation = await engine.agenerate(
+            engine.render(plan.prompt), self.params, constraint=plan.constraint
+        )
         plan.feed(generation.text)
         return plan.finish(generation)
 
     def stream(self, engine: Any) -> Iterator[TurnEvent]:
         """Events as they happen; the last is TurnDone. Closing the iterator early cancels the generation."""
         plan = self.plan(engine)
-        stream = engine.stream(plan.prompt, self.params, constraint=plan.constraint)
+        stream = engine.stream(engine.render(plan.prompt), self.params, constraint=plan.constraint)
         try:
             for delta in stream:
                 yield from plan.feed(delta)
@@ -165,7 +162,7 @@ class ChatTurn:
 
     async def astream(self, engine: Any) -> AsyncIterator[TurnEvent]:
         plan = self.plan(engine)
-        stream = engine.astream(plan.prompt, self.params, constraint=plan.constraint)
+        stream = engine.astream(engine.render(plan.prompt), self.params, constraint=plan.constraint)
         try:
             async for delta in stream:
                 for event in plan.feed(delta):
@@ -251,6 +248,13 @@ class TurnPlan:
     def _event(self, event: str | ToolCall | InvalidToolCall) -> TextDelta | ToolCall | InvalidToolCall:
         if isinstance(event, str):
             return TextDelta(event)
+        if isinstance(event, ToolCall) and len(self._calls) >= MAX_CALLS_PER_ANSWER:
+            event = InvalidToolCall(
+                event.name,
+                _call_json(event),
+                f"more than {MAX_CALLS_PER_ANSWER} calls in one answer; the rest are refused",
+                id=event.id,
+            )
         if isinstance(event, ToolCall) and self._calls and not self.turn.parallel_tool_calls:
             event = InvalidToolCall(
                 event.name,
@@ -272,52 +276,6 @@ class TurnPlan:
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------------
-def _checked(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
-        raise InvalidParameterError(
-            "messages must be a non-empty list of {'role': ..., 'content': ...} dicts."
-        )
-    return [_checked_message(index, message) for index, message in enumerate(messages)]
-
-
-def _checked_message(index: int, message: Any) -> dict[str, Any]:
-    if not isinstance(message, Mapping):
-        raise InvalidParameterError(
-            f"Message {index} must be a dict with 'role' and 'content', got {message!r}."
-        )
-    role = message.get("role")
-    role = ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
-    if role not in ROLES:
-        raise InvalidParameterError(
-            f"Message {index} has the role {message.get('role')!r}; the chat templates know only "
-            f"{', '.join(ROLES)}. Map it to one of those."
-        )
-    content = message.get("content")
-    if content is None and not (role == "assistant" and message.get("tool_calls")):
-        raise InvalidParameterError(f"Message {index} ({role}) has no content; pass its text as a string.")
-    if content is not None and not isinstance(content, str):
-        raise InvalidParameterError(
-            f"Message {index} ({role}) has content of type {type(content).__name__}; the models here take text "
-            f"only: pass a string (join text parts; extract text from documents first)."
-        )
-    return {**message, "role": role, "content": content or ""}
-
-
-def _neutralised(messages: list[dict[str, Any]], special_tokens: Iterable[str]) -> list[dict[str, Any]]:
-    tokens = sorted((t for t in special_tokens if len(t) > 1), key=len, reverse=True)
-    if not tokens:
-        return messages
-    return [{**m, "content": neutralise(m["content"], tokens)} for m in messages]
-
-
-def neutralise(text: str, special_tokens: Sequence[str]) -> str:
-    """``text`` with every control-token spelling broken by a zero-width space, so it tokenizes as plain text."""
-    for token in special_tokens:
-        if token in text:
-            text = text.replace(token, token[0] + NEUTRALISER + token[1:])
-    return text
-
-
 def _json_constraint(schema: Mapping[str, Any] | None, kinds: frozenset[str]) -> Constraint | None:
     if "json_schema" not in kinds:
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -13,6 +13,7 @@ from phi3_aipc.backends.base import Backend, Message
 from phi3_aipc.engine.jobs import Job, Run, TextSink, Turnstile
 from phi3_aipc.engine.streams import AsyncGenerationStream, GenerationStream, JobFactory, settle
 from phi3_aipc.errors import InvalidParameterError, PromptTooLongError, UnsupportedFeatureError
+from phi3_aipc.messages import check_messages, neutralise_messages
 from phi3_aipc.params import (
     BackendOutput,
     Constraint,
@@ -81,8 +82,13 @@ class Engine:
         return self.backend.load_ms
 
     def format_chat(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None) -> str:
-        """The prompt the model sees for ``messages``, formatted by its own chat template."""
-        _check_messages(messages)
+        """The prompt the model sees for ``messages``: the message rules (``phi3_aipc.messages``: roles, text
+        content, control-token text neutralised) applied, then the model's own chat template."""
+        return self.render(neutralise_messages(check_messages(messages), self.special_tokens), tools)
+
+    def render(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None) -> str:
+        """The chat template over messages taken as they are: for callers that already applied the message rules
+        (the chat turn, whose tool protocol adds the model's own markup). Prefer ``format_chat``."""
         return self.backend.apply_chat_template(list(messages), tools)
 
     def count_tokens(self, text: str) -> int:
@@ -302,15 +308,3 @@ class Engine:
 
 def _round_up(tokens: int) -> int:
     return ((tokens + 255) // 256) * 256
-
-
-def _check_messages(messages: Sequence[Message]) -> None:
-    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
-        raise InvalidParameterError(
-            "messages must be a non-empty list of {'role': ..., 'content': ...} dicts."
-        )
-    for index, message in enumerate(messages):
-        if not isinstance(message, Mapping) or "role" not in message:
-            raise InvalidParameterError(
-                f"Message {index} must be a dict with 'role' and 'content' keys, got {message!r}."
-            )

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from phi3_aipc.errors import InvalidParameterError, Phi3AIPCError
-from phi3_aipc.tools.json_text import bare_json
+from phi3_aipc.tools.json_text import JsonRefused, bare_json, loads_bounded
 from phi3_aipc.tools.spec import EMPTY_PARAMETERS, check_schema, text_of
 
 
@@ -74,12 +74,14 @@ def parse_json_output(text: str, schema: Any | None = None) -> Any:
     A ```json fence around it is accepted: an unconstrained model often writes one, and the content is the same.
     Raises OutputParseError, with the text, when there is no JSON or it does not match.
     """
-    value = bare_json(text)
-    if value is None:
-        fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
-        value = bare_json(fenced.group(1)) if fenced else None
-    if value is None:
-        raise OutputParseError(f"The model's output is not JSON: {text[:200]!r}", text)
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
+    candidate = text.strip() if bare_json(text) is not None or not fenced else fenced.group(1).strip()
+    try:
+        value = loads_bounded(candidate)
+    except JsonRefused as exc:
+        raise OutputParseError(f"The model's output is refused as JSON: {exc}.", text) from None
+    except ValueError:
+        raise OutputParseError(f"The model's output is not JSON: {text[:200]!r}", text) from None
     if schema is not None:
         import jsonschema
 

@@ -1,0 +1,73 @@
+"""The rules every message follows before a chat template sees it: content is data, never control.
+
+- roles are system, user, assistant or tool (``developer``, ``human``, ``ai``, ``function`` are mapped);
+- content is a string (None only on an assistant message that just calls tools); anything else is refused with an
+  error that says what to pass, rather than rendered as a Python repr;
+- text that spells one of the model's control tokens (``<|end|>``, ``<|im_start|>``) gets a zero-width space after
+  its first character, so the tokenizer reads it as plain text and a retrieved document cannot forge a turn.
+
+The engine applies them to every message list it is given; the chat turn applies them before its tool protocol adds
+the model's own markup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from phi3_aipc.errors import InvalidParameterError
+
+ROLES = ("system", "user", "assistant", "tool")
+#: Spellings some frameworks use for the four roles the chat templates know.
+ROLE_ALIASES = {"developer": "system", "human": "user", "ai": "assistant", "function": "tool"}
+#: Inserted after the first character of control-token text inside content: invisible, and it keeps any tokenizer
+#: from matching the control token.
+NEUTRALISER = "\u200b"
+
+
+def check_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
+        raise InvalidParameterError(
+            "messages must be a non-empty list of {'role': ..., 'content': ...} dicts."
+        )
+    return [check_message(index, message) for index, message in enumerate(messages)]
+
+
+def check_message(index: int, message: Any) -> dict[str, Any]:
+    if not isinstance(message, Mapping):
+        raise InvalidParameterError(
+            f"Message {index} must be a dict with 'role' and 'content', got {message!r}."
+        )
+    role = message.get("role")
+    role = ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
+    if role not in ROLES:
+        raise InvalidParameterError(
+            f"Message {index} has the role {message.get('role')!r}; the chat templates know only "
+            f"{', '.join(ROLES)}. Map it to one of those."
+        )
+    content = message.get("content")
+    if content is None and not (role == "assistant" and message.get("tool_calls")):
+        raise InvalidParameterError(f"Message {index} ({role}) has no content; pass its text as a string.")
+    if content is not None and not isinstance(content, str):
+        raise InvalidParameterError(
+            f"Message {index} ({role}) has content of type {type(content).__name__}; the models here take text "
+            f"only: pass a string (join text parts; extract text from documents first)."
+        )
+    return {**message, "role": role, "content": content or ""}
+
+
+def neutralise_messages(
+    messages: list[dict[str, Any]], special_tokens: Iterable[str]
+) -> list[dict[str, Any]]:
+    tokens = sorted((t for t in special_tokens if len(t) > 1), key=len, reverse=True)
+    if not tokens:
+        return messages
+    return [{**m, "content": neutralise(m["content"], tokens)} for m in messages]
+
+
+def neutralise(text: str, special_tokens: Sequence[str]) -> str:
+    """``text`` with every control-token spelling broken by a zero-width space, so it tokenizes as plain text."""
+    for token in special_tokens:
+        if token in text:
+            text = text.replace(token, token[0] + NEUTRALISER + token[1:])
+    return text
