@@ -17,7 +17,7 @@ from phi3_aipc.devices import (
     pick_device,
     refuse_kind,
 )
-from phi3_aipc.errors import InvalidParameterError
+from phi3_aipc.errors import InvalidModelFileError, InvalidParameterError
 from phi3_aipc.models import Artifact
 from phi3_aipc.params import BackendOutput, Constraint, GenerationParams, Timings
 from phi3_aipc.paths import compile_cache_dir
@@ -196,11 +196,22 @@ def _pipeline_config(device: str, config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+# What OpenVINO says when an IR's .xml or .bin is damaged (a truncated copy, a failed download, a text file).
+_BROKEN_IR_SIGNS = ("Unable to read the model", "is_valid_weights_range", "Incorrect weights in bin file")
+
+
 def _make_pipeline(artifact: Artifact, device: str, config: dict[str, Any]) -> Any:
     """``LLMPipeline``, with OpenVINO's "Unsupported property" turned into an error naming the option."""
     try:
         return ov_genai.LLMPipeline(str(artifact.path), device, **config)
     except RuntimeError as exc:
+        if any(sign in str(exc) for sign in _BROKEN_IR_SIGNS):
+            first = str(exc).strip().splitlines()[-1][:300]
+            raise InvalidModelFileError(
+                f"OpenVINO could not read the model in '{artifact.path}' ({first}). Its IR files "
+                f"(openvino_model.xml / .bin) look broken or incomplete: export the model again (`phi3-aipc export`) "
+                f"or download it again."
+            ) from exc
         unknown = [key for key in config if f"Unsupported property {key} " in str(exc)]
         if not unknown:
             raise

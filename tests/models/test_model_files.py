@@ -89,6 +89,22 @@ def test_ir_without_any_tokenizer_names_the_folder(tiny_phi3_ov: Path, tmp_path:
     assert str(folder) in str(info.value) and "phi3-aipc export" in str(info.value)
 
 
+@pytest.mark.parametrize("damage", ["truncated weights", "xml that is not xml"])
+def test_a_damaged_ir_names_the_folder_instead_of_openvinos_internals(
+    tiny_phi3_ov: Path, tmp_path: Path, damage: str
+) -> None:
+    folder = Path(shutil.copytree(tiny_phi3_ov, tmp_path / "ir"))
+    if damage == "truncated weights":
+        weights = folder / "openvino_model.bin"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    else:
+        (folder / "openvino_model.xml").write_text("this is not an IR")
+    with pytest.raises(
+        InvalidModelFileError, match=r"could not read the model in .*ir.*export the model again"
+    ):
+        get_engine(str(folder), "cpu")
+
+
 def test_ir_without_tokenizer_ir_gets_one_with_no_temporary_files_left(
     tiny_phi3_ov: Path, tmp_path: Path
 ) -> None:
