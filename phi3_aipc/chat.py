@@ -103,6 +103,13 @@ class ChatTurn:
     #: Constrain decoding where the backend can; False relies on the prompt and validation alone.
     constrained: bool = True
 
+    def __post_init__(self) -> None:
+        # Refuse bad input now, before a model loads (a first NPU compile takes minutes).
+        check_messages(self.messages)
+        choice = normalise_tool_choice(self.tool_choice, to_tool_specs(self.tools))
+        if self.response_format is not None and choice != "none":
+            raise InvalidParameterError("Use either tools or a response format in one call, not both.")
+
     def plan(self, engine: Any) -> TurnPlan:
         """The prompt, the constraint and the parser for ``engine``'s model family and backend."""
         return self.plan_for(engine.model_family, engine.constraint_kinds, engine.special_tokens)

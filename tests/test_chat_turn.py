@@ -38,6 +38,21 @@ def test_bad_messages_are_refused_not_rendered(message, error) -> None:
         ChatTurn([message]).plan_for("phi3")
 
 
+def test_a_bad_turn_is_refused_when_it_is_built_before_any_model_loads() -> None:
+    with pytest.raises(InvalidParameterError, match="role 'wizard'"):
+        ChatTurn([{"role": "wizard", "content": "x"}])
+    with pytest.raises(InvalidParameterError, match="not bound"):
+        ChatTurn([{"role": "user", "content": "x"}], [WEATHER], "search")
+
+
+def test_a_forced_call_refused_by_a_bound_says_so_not_raise_max_tokens() -> None:
+    deep = '{"name": "get_weather", "arguments": {"city": ' + "[" * 100 + "]" * 100 + "}}"
+    (bad,) = _read(deep, "required").invalid_tool_calls
+    assert "deeper than 64" in bad.error and "max_tokens" not in bad.error
+    (cut,) = _read('{"name": "get_weather", "arguments": {"city": "Os', "required").invalid_tool_calls
+    assert "max_tokens" in cut.error
+
+
 def test_framework_role_spellings_map_to_the_template_roles() -> None:
     plan = ChatTurn(
         [{"role": "developer", "content": "Be brief."}, {"role": "human", "content": "Hi"}]

@@ -256,7 +256,7 @@ def test_forced_output_is_bare_json_and_missing_call_is_reported():
         == "multiply"
     )
     cut = _parse('{"name": "multiply", "arguments": {"a": 1,', "required")
-    assert cut.content == "" and "incomplete JSON" in cut.invalid_tool_calls[0].error
+    assert cut.content == "" and "incomplete or invalid JSON" in cut.invalid_tool_calls[0].error
     assert cut.invalid_tool_calls[0].name == "multiply"
     out = _parse("I would rather not.", "required")
     assert out.tool_calls == [] and "required" in out.invalid_tool_calls[0].error

@@ -135,9 +135,9 @@ class JsonTagsProtocol:
         if value is not None and looks_like_calls(value):
             return ParsedOutput("", *read_calls(value, text.strip(), by_name))
         if forced and value is None and text.lstrip()[:1] in ("{", "["):
-            # A forced call is bare JSON; if it does not parse, generation stopped inside it or it is malformed.
-            error = "the forced call is incomplete JSON, or not JSON (generation may have stopped inside it: raise max_tokens)"
-            return ParsedOutput("", [], [InvalidToolCall(guess_name(text), text.strip(), error)])
+            return ParsedOutput(
+                "", [], [InvalidToolCall(guess_name(text), text.strip(), _why_not_json(text))]
+            )
         return None
 
     def parse_body(
@@ -160,3 +160,14 @@ class JsonTagsProtocol:
             error = "the call was cut off before its closing tag"
             return [], [InvalidToolCall(guess_name(body), body.strip(), error)]
         return self.parse_body(body, by_name)
+
+
+def _why_not_json(text: str) -> str:
+    """Why a forced call's bare JSON did not parse: refused by a bound, or cut off / malformed."""
+    try:
+        loads_bounded(text.strip())
+    except JsonRefused as exc:
+        return f"the forced call is refused: {exc}"
+    except ValueError as exc:
+        return f"the forced call is incomplete or invalid JSON ({exc}); if generation stopped inside it, raise max_tokens"
+    return "the forced call is not a call object"
