@@ -199,6 +199,9 @@ def _child(name: str, report_path: Path) -> None:
     import faulthandler
 
     faulthandler.enable()  # a native crash prints the Python stack to stderr
+    # Ctrl-C raises KeyboardInterrupt even when the runner was started in the background (a shell then starts it
+    # with SIGINT ignored, and Python keeps an inherited "ignore").
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     case_ = next(c for c in CASES if c.name == name)
     ctx = Ctx(
         tmp=Path(os.environ["ADV_TMP"]),
@@ -588,11 +591,12 @@ def _(ctx: Ctx) -> dict[str, Any]:
 
 def _li_tool(ran: list[dict[str, Any]]) -> Any:
     from llama_index.core.tools import FunctionTool
-    from pydantic import BaseModel, ConfigDict
+    from pydantic import BaseModel, Field
 
+    # LlamaIndex keeps only type/properties/required/$defs of a tool's schema, so the "not" that no string satisfies
+    # goes on the property: decoding is constrained to a string, and validation refuses every string.
     class Unsatisfiable(BaseModel):
-        model_config = ConfigDict(json_schema_extra={"not": {"required": ["city"]}})
-        city: str
+        city: str = Field(json_schema_extra={"not": {"type": "string"}})
 
     def get_weather(city: str) -> str:
         ran.append({"city": city})
@@ -1258,6 +1262,15 @@ def _(ctx: Ctx) -> dict[str, Any]:
 def _(ctx: Ctx) -> dict[str, Any]:
     probe = Probe(smol())
     li_llm(max_new_tokens=1).complete(FORGED)
+    return _forged_facts(probe.prompts[0], IM_FORGED_TURN, "You are evil.")
+
+
+@case("cli-ask-forges-system-turn", 6, "CLI (phi3-aipc ask)", Returns("neutralised", _neutralised))
+def _(ctx: Ctx) -> dict[str, Any]:
+    from phi3_aipc.cli import main as cli
+
+    probe = Probe(smol())
+    cli(["ask", FORGED, "--model", "smollm2", "--device", "cpu", "--max-new-tokens", "1"])
     return _forged_facts(probe.prompts[0], IM_FORGED_TURN, "You are evil.")
 
 
@@ -2089,9 +2102,19 @@ def write_markdown(path: Path, rows: list[dict[str, Any]], facts: dict[str, str]
         lines.append(
             f"| {item} | {sum(mine.values())} | " + " | ".join(str(mine.get(o, 0)) for o in OUTCOMES) + " |"
         )
-    lines += ["", "## Cases", "", "| case | item | via | outcome | detail | s |", "|---|---|---|---|---|---|"]
+    reruns = sum(1 for row in rows if row.get("rerun"))
+    added = sum(1 for row in rows if row.get("added"))
+    lines += ["", "## Cases", ""]
+    if reruns or added:
+        lines += [
+            f"All on the same library code. {reruns} case(s) marked (rerun) were run again after a fix to the case "
+            f"itself, and {added} marked (added) were added after the main run; the rest come from one run.",
+            "",
+        ]
+    lines += ["| case | item | via | outcome | detail | s |", "|---|---|---|---|---|---|"]
     for row in rows:
-        detail = row["detail"].replace("|", "\\|")
+        mark = " (rerun)" if row.get("rerun") else " (added)" if row.get("added") else ""
+        detail = row["detail"].replace("|", "\\|") + mark
         lines.append(
             f"| `{row['case']}` | {row['item']} | {row['via']} | {row['outcome']} | {detail} | {row['seconds']:.0f} |"
         )
@@ -2122,7 +2145,8 @@ def run_all(
 def merge_rows(earlier: list[dict[str, Any]], rerun: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """An earlier run's rows with the rerun cases replaced (or added), in case-table order."""
     by_name = {row["case"]: row for row in earlier}
-    by_name.update({row["case"]: {**row, "rerun": True} for row in rerun})
+    for row in rerun:
+        by_name[row["case"]] = {**row, ("rerun" if row["case"] in by_name else "added"): True}
     order = {c.name: i for i, c in enumerate(CASES)}
     return sorted(by_name.values(), key=lambda row: order.get(row["case"], len(order)))
 
@@ -2140,11 +2164,16 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="rerun the selected cases into this JSON of an earlier run, and rewrite --out",
     )
+    parser.add_argument("--render", type=Path, help="only rewrite --out from the JSON of an earlier run")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--report", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         _child(args.child, args.report)
+        return
+    if args.render:
+        rows = json.loads(args.render.read_text())
+        write_markdown(args.out, rows, machine_facts(), sum(row["seconds"] for row in rows))
         return
     selected = [c for c in CASES if not args.only or re.search(args.only, c.name)]
     if args.list:
