@@ -124,8 +124,6 @@ class ChatTurn:
         messages = neutralise_messages(check_messages(self.messages), special_tokens)
         specs = to_tool_specs(self.tools)
         choice = normalise_tool_choice(self.tool_choice, specs)
-        if self.response_format is not None and choice != "none":
-            raise InvalidParameterError("Use either tools or a response format in one call, not both.")
         protocol = protocol_for(model_family)
         shown = [] if choice == "none" else [t for t in specs if choice in ("auto", "required", t.name)]
         prompt = protocol.render(messages, shown, choice)
