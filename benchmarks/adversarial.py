@@ -700,7 +700,7 @@ def _lc_merged(text: str) -> dict[str, Any]:
     plan = ChatTurn([{"role": "user", "content": "x"}], [ToolSpec("get_weather", "W.", WEATHER)]).plan_for(
         "phi3"
     )
-    chunker = _Chunker()
+    chunker = _Chunker("smollm2")
     merged: ChatGenerationChunk | None = None
     events = [e for ch in text for e in plan.feed(ch)] + plan.flush()
     for event in events:
