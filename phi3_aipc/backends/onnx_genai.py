@@ -170,7 +170,8 @@ class OnnxGenAIBackend(Backend):
             options["top_p"] = params.top_p if params.top_p is not None else 1.0
             # top_k 0/None means no top-k filter, as in the other backends; ORT's own default is 50.
             vocab = int(self._genai_config.get("model", {}).get("vocab_size", 0)) or 1 << 30
-            options["top_k"] = params.top_k if params.top_k else vocab
+            # Above the vocabulary, top_k keeps every token anyway; ORT refuses such values, so clamp.
+            options["top_k"] = min(params.top_k, vocab) if params.top_k else vocab
             if params.seed is not None:
                 options["random_seed"] = params.seed
         if params.repetition_penalty is not None:

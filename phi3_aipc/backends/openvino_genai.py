@@ -100,7 +100,12 @@ class OpenVINOGenAIBackend(Backend):
                 return ov_genai.StreamingStatus.STOP
             return ov_genai.StreamingStatus.RUNNING if keep_going else ov_genai.StreamingStatus.STOP
 
-        result = self._pipe.generate([prompt], config, streamer=streamer)
+        try:
+            result = self._pipe.generate([prompt], config, streamer=streamer)
+        except RuntimeError as exc:
+            if constraint is not None and "xgrammar" in str(exc):
+                raise _grammar_error(constraint, exc) from exc
+            raise
         if failures:
             raise failures[0]
         return _output(result.perf_metrics)
@@ -194,6 +199,16 @@ def _pipeline_config(device: str, config: dict[str, Any]) -> dict[str, Any]:
     if hint is not None and hint not in NPU_HINTS:
         raise InvalidParameterError(f"GENERATE_HINT must be one of {NPU_HINTS}, got {hint!r}.")
     return config
+
+
+def _grammar_error(constraint: Constraint, exc: RuntimeError) -> InvalidParameterError:
+    """xgrammar's refusal of a schema (e.g. maxProperties below the number of required properties), said plainly."""
+    reason = str(exc).strip().splitlines()[0].rsplit(": ", 1)[-1][:300]
+    return InvalidParameterError(
+        f"OpenVINO GenAI cannot build a decoding grammar from this {constraint.kind.replace('_', ' ')} ({reason}). "
+        f"Fix the schema (a tool's parameters or the structured-output schema), or pass constrained_decoding=False "
+        f"to rely on the prompt and validation alone."
+    )
 
 
 # What OpenVINO says when an IR's .xml or .bin is damaged (a truncated copy, a failed download, a text file).

@@ -343,3 +343,12 @@ def test_backend_none_picks_onnx_for_dml_and_cuda(monkeypatch: pytest.MonkeyPatc
     assert resolve_backend_name(None, "cpu") == "openvino"
     monkeypatch.setattr(registry, "_openvino_accelerator", lambda: True)
     assert resolve_backend_name(None, "auto") == "openvino"
+
+
+def test_a_top_k_above_the_vocabulary_samples_as_if_unset(ort_tiny: Engine) -> None:
+    """ONNX Runtime GenAI refuses a top_k above the vocabulary with a raw RuntimeError; it keeps every token anyway."""
+    huge = GenerationParams(max_new_tokens=6, do_sample=True, top_k=10**6, seed=7, ignore_eos=True)
+    unset = GenerationParams(max_new_tokens=6, do_sample=True, seed=7, ignore_eos=True)
+    chat = [{"role": "user", "content": "Hello"}]
+    # Same seed, same engine: a clamped top_k samples exactly as no top_k does (both keep the whole vocabulary).
+    assert ort_tiny.generate(chat, huge).text == ort_tiny.generate(chat, unset).text

@@ -447,3 +447,25 @@ def test_phi4_messages_render_natively_through_openvino_chat_templating():
         '<|tool_call|>[{"name": "get_weather", "arguments": {"city": "Paris"}}]<|/tool_call|><|end|>'
         "<|tool_response|>18 C<|end|><|assistant|>"
     )
+
+
+@pytest.mark.smollm2
+def test_a_schema_the_grammar_cannot_build_is_a_clear_error_and_unconstrained_still_runs(smollm2):
+    contradictory = ToolSpec(
+        "get_weather",
+        "Weather.",
+        {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "maxProperties": 0,
+        },
+    )
+    turn = ChatTurn(USER, [contradictory], "get_weather", params=PARAMS)
+    with pytest.raises(
+        InvalidParameterError, match="cannot build a decoding grammar.*constrained_decoding=False"
+    ):
+        turn.run(smollm2)
+    loose = ChatTurn(USER, [contradictory], "get_weather", params=PARAMS, constrained=False).run(smollm2)
+    assert loose.tool_calls == [] and not loose.constrained  # no call can ever satisfy it: never a valid call
+    assert smollm2.generate(USER, GenerationParams(max_new_tokens=2)).completion_tokens == 2
