@@ -206,8 +206,8 @@ def _grammar_error(constraint: Constraint, exc: RuntimeError) -> InvalidParamete
     reason = str(exc).strip().splitlines()[0].rsplit(": ", 1)[-1][:300]
     return InvalidParameterError(
         f"OpenVINO GenAI cannot build a decoding grammar from this {constraint.kind.replace('_', ' ')} ({reason}). "
-        f"Fix the schema (a tool's parameters or the structured-output schema), or pass constrained_decoding=False "
-        f"to rely on the prompt and validation alone."
+        f"Fix it (a tool's parameters, the structured-output schema, or your own constraint), or pass "
+        f"constrained_decoding=False to rely on the prompt and validation alone."
     )
 
 
