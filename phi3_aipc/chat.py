@@ -18,6 +18,7 @@ door:
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,12 +104,20 @@ class ChatTurn:
     #: Constrain decoding where the backend can; False relies on the prompt and validation alone.
     constrained: bool = True
 
+    # Checked once, at construction: every plan reuses them.
+    _checked: list[dict[str, Any]] = field(init=False, repr=False, compare=False)
+    _specs: list[ToolSpec] = field(init=False, repr=False, compare=False)
+    _choice: str = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         # Refuse bad input now, before a model loads (a first NPU compile takes minutes).
-        check_messages(self.messages)
-        choice = normalise_tool_choice(self.tool_choice, to_tool_specs(self.tools))
+        specs = to_tool_specs(self.tools)
+        choice = normalise_tool_choice(self.tool_choice, specs)
         if self.response_format is not None and choice != "none":
             raise InvalidParameterError("Use either tools or a response format in one call, not both.")
+        object.__setattr__(self, "_checked", check_messages(self.messages))
+        object.__setattr__(self, "_specs", specs)
+        object.__setattr__(self, "_choice", choice)
 
     def plan(self, engine: Any) -> TurnPlan:
         """The prompt, the constraint and the parser for ``engine``'s model family and backend."""
@@ -121,11 +130,10 @@ class ChatTurn:
         special_tokens: Iterable[str] = (),
     ) -> TurnPlan:
         """``plan`` from the facts it needs: the model family, the backend's constraint kinds, control tokens."""
-        messages = neutralise_messages(check_messages(self.messages), special_tokens)
-        specs = to_tool_specs(self.tools)
-        choice = normalise_tool_choice(self.tool_choice, specs)
+        messages = neutralise_messages(self._checked, special_tokens)
+        choice = self._choice
         protocol = protocol_for(model_family)
-        shown = [] if choice == "none" else [t for t in specs if choice in ("auto", "required", t.name)]
+        shown = [] if choice == "none" else [t for t in self._specs if choice in ("auto", "required", t.name)]
         prompt = protocol.render(messages, shown, choice)
         kinds = frozenset(constraint_kinds) if self.constrained else frozenset()
         constraint = protocol.constraint(shown, choice, kinds) if shown else None
@@ -284,8 +292,6 @@ class TurnPlan:
 def _json_constraint(schema: Mapping[str, Any] | None, kinds: frozenset[str]) -> Constraint | None:
     if "json_schema" not in kinds:
         return None
-    import json
-
     return Constraint("json_schema", json.dumps(dict(schema) if schema is not None else {"type": "object"}))
 
 
@@ -302,6 +308,4 @@ def _read_structured(result: TurnResult, response_format: JsonFormat, generation
 
 
 def _call_json(call: ToolCall) -> str:
-    import json
-
     return json.dumps({"name": call.name, "arguments": call.arguments}, ensure_ascii=False)

@@ -204,10 +204,6 @@ def looks_like_calls(value: Any) -> bool:
     )
 
 
-def text_of(content: Any) -> str:
-    """Message content as text; the chat turn has already refused anything that is not a string or None."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return json.dumps(content, ensure_ascii=False)
+def text_of(content: str | None) -> str:
+    """Message content as text: the message rules (``phi3_aipc.messages``) admit only strings, or None."""
+    return content or ""
