@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from phi3_aipc import DEFAULT_MODEL, Engine, GenerationParams, GenerationResult, get_engine
+from phi3_aipc.context import TrimReport
 from phi3_aipc.engine import aget_engine
 from phi3_aipc.errors import InvalidParameterError
 
@@ -69,6 +70,10 @@ class Phi3AIPCFields(BaseModel):
     api_key: SecretStr | None = None
     """Accepted for LangChain's standard parameters; a local model needs no key, so it is not used."""
 
+    context_overflow: Literal["error", "trim"] = "error"
+    """A chat that does not fit the window: 'error' refuses it; 'trim' drops the oldest turns, then shortens long
+    tool results / retrieved context (response_metadata['context_trimmed'] says what went)."""
+
     # -- engine ------------------------------------------------------------------------------------------------------
     def _get_engine(self, model: str | None = None) -> Engine:
         """The shared engine: loaded on first use, cached per (model, device, backend, options) in the process."""
@@ -106,11 +111,16 @@ def split_call_kwargs(
 
 
 def response_metadata(
-    result: GenerationResult, finish_reason: str | None = None, model_name: str | None = None
+    result: GenerationResult,
+    finish_reason: str | None = None,
+    model_name: str | None = None,
+    trimmed: TrimReport | None = None,
 ) -> dict[str, Any]:
     """``model_name`` is the model as the caller named it: engines are shared between an alias and its path."""
     timings = result.timings
+    trim = {"context_trimmed": trimmed.as_dict()} if trimmed is not None else {}
     return {
+        **trim,
         "model_name": model_name or result.model,
         "model_provider": "phi3_aipc",
         "device": result.device,
@@ -124,9 +134,13 @@ def response_metadata(
     }
 
 
-def usage(result: GenerationResult) -> dict[str, int]:
-    return {
+def usage(result: GenerationResult) -> dict[str, Any]:
+    counts: dict[str, Any] = {
         "input_tokens": result.prompt_tokens,
         "output_tokens": result.completion_tokens,
         "total_tokens": result.total_tokens,
     }
+    if result.cached_prompt_tokens is not None:
+        # Prompt tokens whose KV cache was reused from an earlier call (LangChain's name for them).
+        counts["input_token_details"] = {"cache_read": result.cached_prompt_tokens}
+    return counts

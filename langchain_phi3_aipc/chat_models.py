@@ -206,6 +206,7 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
             params=self._params(stop, overrides),
             parallel_tool_calls=extra.get("parallel_tool_calls") is not False,
             constrained=self.constrained_decoding,
+            context_overflow=self.context_overflow,
         )
 
     # -- generation -------------------------------------------------------------------------------------------------
@@ -509,7 +510,9 @@ def _last_chunk(result: TurnResult, model_name: str) -> ChatGenerationChunk:
         message=AIMessageChunk(
             content="",
             usage_metadata=usage(result.generation),
-            response_metadata=response_metadata(result.generation, result.finish_reason, model_name),
+            response_metadata=response_metadata(
+                result.generation, result.finish_reason, model_name, result.trimmed
+            ),
             chunk_position="last",
         ),
         generation_info={"finish_reason": result.finish_reason},
@@ -525,7 +528,9 @@ def _chat_result(result: TurnResult, model_name: str) -> ChatResult:
             for c in result.invalid_tool_calls
         ],
         usage_metadata=usage(result.generation),
-        response_metadata=response_metadata(result.generation, result.finish_reason, model_name),
+        response_metadata=response_metadata(
+            result.generation, result.finish_reason, model_name, result.trimmed
+        ),
     )
     info = {"finish_reason": result.finish_reason}
     return ChatResult(generations=[ChatGeneration(message=message, generation_info=info)])

@@ -117,6 +117,7 @@ def usage(result: GenerationResult) -> dict[str, Any]:
         "prompt_tokens": result.prompt_tokens,
         "completion_tokens": result.completion_tokens,
         "total_tokens": result.total_tokens,
+        "cached_prompt_tokens": result.cached_prompt_tokens,
         "ttft_ms": timings.ttft_ms,
         "tpot_ms": timings.tpot_ms,
         "tokens_per_second": timings.tokens_per_second,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -37,6 +37,7 @@ from llama_index.core.llms.llm import ToolSelection
 
 from llama_index_phi3_aipc import _convert
 from phi3_aipc.chat import ChatTurn, JsonFormat, TextDelta, TurnDone, TurnEvent, TurnResult
+from phi3_aipc.context import prompt_budget
 from phi3_aipc.engine import Engine, aget_engine, get_engine
 from phi3_aipc.errors import InvalidParameterError, Phi3AIPCError
 from phi3_aipc.models import DEFAULT_MODEL
@@ -61,6 +62,14 @@ _PARAM_KEYS = (
     "do_sample",
 )
 _TOOL_KEYS = ("tools", "tool_required", "tool_choice", "allow_parallel_tool_calls")
+#: Prompt tokens kept free of retrieved text for the chat template's role markup (a few tokens a message).
+TEMPLATE_ROOM_TOKENS = 32
+#: English text on which the model's tokenizer is compared with LlamaIndex's.
+TOKEN_RATIO_SAMPLE = (
+    "The quarterly report shows that revenue grew by 12 percent, driven by strong demand for laptops with "
+    "neural processing units. Customers asked how local models keep their documents private, and engineers "
+    "explained that retrieval-augmented generation sends only the relevant passages to the model."
+)
 
 
 class StructuredOutputError(Phi3AIPCError, ValueError):
@@ -115,8 +124,14 @@ class Phi3AIPC(FunctionCallingLLM):
         default=None,
         description="Override the context window the engine reports (tokens, prompt plus output).",
     )
+    context_overflow: Literal["error", "trim"] = Field(
+        default="error",
+        description="A chat that does not fit: 'error' refuses it; 'trim' drops the oldest turns, then shortens "
+        "long tool results / retrieved context (additional_kwargs['context_trimmed'] says what went).",
+    )
 
     _engine: Engine | None = PrivateAttr(default=None)
+    _token_ratio: float | None = PrivateAttr(default=None)
 
     # A misspelt argument (devcie="npu") is an error, not silently ignored, as in the LangChain classes.
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -185,7 +200,7 @@ class Phi3AIPC(FunctionCallingLLM):
     @property
     def metadata(self) -> LLMMetadata:
         engine = self.engine
-        window = self.context_window or engine.context_window
+        window = self.context_window or self._packing_window(engine)
         if window is None:
             logger.warning(
                 "The context window of %s is unknown; assuming %d tokens. Pass context_window= to set it.",
@@ -201,6 +216,32 @@ class Phi3AIPC(FunctionCallingLLM):
             model_name=engine.model_name,
             system_role=MessageRole.SYSTEM,
         )
+
+    def _packing_window(self, engine: Engine) -> int | None:
+        """The window LlamaIndex packs retrieved chunks into, so that what it packs fits the engine.
+
+        LlamaIndex subtracts num_output and its prompt template from context_window and fills the rest, counting
+        with its own tokenizer (tiktoken unless Settings.tokenizer is set). So the window given is num_output plus
+        the engine's real prompt budget (the NPU's MAX_PROMPT_LEN included), less room for the chat template's
+        markup, in LlamaIndex's tokens: divided by how many more tokens the model's tokenizer makes of the same
+        English text.
+        """
+        budget = prompt_budget(engine, self.max_new_tokens)
+        if budget is None:
+            return engine.context_window
+        room = int((budget - TEMPLATE_ROOM_TOKENS) / self._tokens_per_llama_index_token(engine))
+        return max(room, 1) + self.max_new_tokens
+
+    def _tokens_per_llama_index_token(self, engine: Engine) -> float:
+        if self._token_ratio is None:
+            from llama_index.core.utils import get_tokenizer
+
+            theirs = len(get_tokenizer()(TOKEN_RATIO_SAMPLE))
+            ours = engine.count_tokens(TOKEN_RATIO_SAMPLE) - engine.count_tokens("")
+            # Never above 1: a tokenizer that makes fewer tokens still gets no extra room. The 10% margin covers
+            # text that splits worse than the sample.
+            self._token_ratio = max(1.0, ours / max(theirs, 1)) * 1.1
+        return self._token_ratio
 
     # -- parameters ------------------------------------------------------------------------------------------------
     def _defaults(self) -> GenerationParams:
@@ -300,6 +341,7 @@ class Phi3AIPC(FunctionCallingLLM):
             params=self._params(kwargs),
             parallel_tool_calls=tool_kwargs.get("allow_parallel_tool_calls", True) is not False,
             constrained=self.constrained_decoding,
+            context_overflow=self.context_overflow,
         )
 
     @llm_chat_callback()
@@ -401,6 +443,7 @@ class Phi3AIPC(FunctionCallingLLM):
             response_format=JsonFormat(json_schema_of(output_cls)),
             params=self._params(dict(llm_kwargs or {})),
             constrained=self.constrained_decoding,
+            context_overflow=self.context_overflow,
         )
 
     def structured_predict(
@@ -503,7 +546,11 @@ def _response(result: TurnResult, delta: str | None = None) -> ChatResponse:
         message=_message(result.content, result.tool_calls, result.invalid_tool_calls),
         raw=_convert.raw(result.generation),
         delta=delta,
-        additional_kwargs={**_convert.usage(result.generation), "finish_reason": result.finish_reason},
+        additional_kwargs={
+            **_convert.usage(result.generation),
+            "finish_reason": result.finish_reason,
+            **({"context_trimmed": result.trimmed.as_dict()} if result.trimmed is not None else {}),
+        },
     )
 
 

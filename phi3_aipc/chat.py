@@ -13,7 +13,10 @@ door:
   to the prompt and validation alone, and says so in ``TurnResult.constrained``;
 - a call whose arguments fail validation is an :class:`InvalidToolCall` on every path, streamed or not, and is never
   surfaced as a valid call; with ``parallel_tool_calls=False`` every valid call after the first is invalid too;
-- structured output accepts a ```json fence, and its parse error says when the output was cut off.
+- structured output accepts a ```json fence, and its parse error says when the output was cut off;
+- a conversation that does not fit the window is refused (``context_overflow="error"``, the default) or trimmed
+  to fit (``"trim"``: oldest turns first, then long tool results and retrieved context from the middle; see
+  ``phi3_aipc.context``), and ``TurnResult.trimmed`` says what went.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from phi3_aipc.context import ContextOverflow, TrimReport, check_policy, fit_messages, prompt_budget
 from phi3_aipc.errors import InvalidParameterError
 from phi3_aipc.messages import check_messages, neutralise_messages
 from phi3_aipc.params import Constraint, GenerationParams, GenerationResult
@@ -68,6 +72,8 @@ class TurnResult:
     #: With a response format: the parsed JSON value, or why there is none.
     structured: Any = None
     structured_error: OutputParseError | None = None
+    #: With context_overflow="trim": what was dropped and cut to make the prompt fit (None when nothing was).
+    trimmed: TrimReport | None = None
 
     @property
     def finish_reason(self) -> str:
@@ -103,6 +109,8 @@ class ChatTurn:
     parallel_tool_calls: bool = True
     #: Constrain decoding where the backend can; False relies on the prompt and validation alone.
     constrained: bool = True
+    #: A conversation that does not fit the window: "error" refuses it, "trim" drops and shortens to fit.
+    context_overflow: ContextOverflow = "error"
 
     # Checked once, at construction: every plan reuses them.
     _checked: list[dict[str, Any]] = field(init=False, repr=False, compare=False)
@@ -115,13 +123,27 @@ class ChatTurn:
         choice = normalise_tool_choice(self.tool_choice, specs)
         if self.response_format is not None and choice != "none":
             raise InvalidParameterError("Use either tools or a response format in one call, not both.")
+        check_policy(self.context_overflow)
         object.__setattr__(self, "_checked", check_messages(self.messages))
         object.__setattr__(self, "_specs", specs)
         object.__setattr__(self, "_choice", choice)
 
     def plan(self, engine: Any) -> TurnPlan:
-        """The prompt, the constraint and the parser for ``engine``'s model family and backend."""
-        return self.plan_for(engine.model_family, engine.constraint_kinds, engine.special_tokens)
+        """The prompt, the constraint and the parser for ``engine``'s model family and backend (and, with
+        context_overflow="trim", its window)."""
+        family, kinds = engine.model_family, engine.constraint_kinds
+        messages = neutralise_messages(self._checked, engine.special_tokens)
+        budget = prompt_budget(engine, self.params.max_new_tokens)
+        if self.context_overflow != "trim" or budget is None:
+            return self._plan_messages(messages, family, kinds)
+
+        def count(candidate: list[dict[str, Any]]) -> int:
+            return engine.count_tokens(engine.render(self._plan_messages(candidate, family, kinds).prompt))
+
+        fitted, report = fit_messages(messages, count, budget, engine.count_tokens)
+        plan = self._plan_messages(fitted, family, kinds)
+        plan.trimmed = report if report.changed else None
+        return plan
 
     def plan_for(
         self,
@@ -130,7 +152,13 @@ class ChatTurn:
         special_tokens: Iterable[str] = (),
     ) -> TurnPlan:
         """``plan`` from the facts it needs: the model family, the backend's constraint kinds, control tokens."""
-        messages = neutralise_messages(self._checked, special_tokens)
+        return self._plan_messages(
+            neutralise_messages(self._checked, special_tokens), model_family, constraint_kinds
+        )
+
+    def _plan_messages(
+        self, messages: list[dict[str, Any]], model_family: str, constraint_kinds: Iterable[str]
+    ) -> TurnPlan:
         choice = self._choice
         protocol = protocol_for(model_family)
         shown = [] if choice == "none" else [t for t in self._specs if choice in ("auto", "required", t.name)]
@@ -207,6 +235,8 @@ class TurnPlan:
         #: The tools the model is shown (only the named one when tool_choice names one).
         self.tools = tools
         self.constrained = constrained
+        #: What context_overflow="trim" removed from the messages (None when nothing was).
+        self.trimmed: TrimReport | None = None
         self._parser = parser
         self._calls: list[ToolCall] = []
         self._invalid: list[InvalidToolCall] = []
@@ -236,7 +266,7 @@ class TurnPlan:
     def fresh(self) -> TurnPlan:
         """The same plan with nothing read yet."""
         parser = ToolStreamParser(self._parser.protocol, self.tools, self.tool_choice)
-        return TurnPlan(
+        fresh = TurnPlan(
             self.turn,
             self.prompt,
             self.constraint,
@@ -245,6 +275,8 @@ class TurnPlan:
             self.tools,
             constrained=self.constrained,
         )
+        fresh.trimmed = self.trimmed
+        return fresh
 
     def finish_events(self, generation: GenerationResult | None) -> list[TurnEvent]:
         if generation is None:  # the stream was cancelled before the engine reported back
@@ -281,7 +313,12 @@ class TurnPlan:
     def _result(self, generation: GenerationResult) -> TurnResult:
         parsed = self.parsed()
         result = TurnResult(
-            parsed.content, parsed.tool_calls, parsed.invalid_tool_calls, generation, self.constrained
+            parsed.content,
+            parsed.tool_calls,
+            parsed.invalid_tool_calls,
+            generation,
+            self.constrained,
+            trimmed=self.trimmed,
         )
         if self.turn.response_format is not None:
             _read_structured(result, self.turn.response_format, generation)

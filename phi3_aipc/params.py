@@ -210,6 +210,8 @@ class BackendOutput:
     prompt_tokens: int
     completion_tokens: int
     timings: Timings = field(default_factory=Timings)
+    #: Prompt tokens whose KV cache came from an earlier call (None: the backend does not say).
+    cached_prompt_tokens: int | None = None
 
 
 @dataclass
@@ -227,6 +229,9 @@ class GenerationResult:
     backend: str = ""
     # What the engine changed on its own, for people to read (e.g. max_new_tokens clamped to the context window).
     notes: tuple[str, ...] = ()
+    #: Prompt tokens not prefilled again because their KV cache was kept from an earlier call on this engine
+    #: (None: the backend does not report it; OpenVINO GenAI reuses prefixes without saying how many).
+    cached_prompt_tokens: int | None = None
 
     @property
     def total_tokens(self) -> int:

@@ -24,6 +24,11 @@ from phi3_aipc.params import (
 )
 
 PromptInput = str | Sequence[Message]
+#: How the error for a prompt that does not fit names the policy that fits it instead.
+TRIM_HINT = (
+    "context_overflow='trim' on a chat turn, ChatPhi3AIPC or Phi3AIPC does it: the oldest turns go, then long "
+    "tool results and retrieved context are shortened; the default, context_overflow='error', refuses"
+)
 
 
 class Engine:
@@ -163,7 +168,7 @@ class Engine:
                 tokens,
                 limit,
                 f"{self.device} prompt limit (MAX_PROMPT_LEN)",
-                f"Shorten the prompt or trim the chat history, or load the model with a larger "
+                f"Shorten the prompt or trim the chat history ({TRIM_HINT}), or load the model with a larger "
                 f"options={{'MAX_PROMPT_LEN': {_round_up(tokens)}}} (a larger limit compiles a larger model).",
             )
         window = self.context_window
@@ -172,7 +177,7 @@ class Engine:
                 self._count_uncapped(prompt, tokens, window),
                 window,
                 "model's context window",
-                "Shorten the prompt or trim the chat history (at least one new token must fit).",
+                f"Shorten the prompt or trim the chat history ({TRIM_HINT}); at least one new token must fit.",
             )
         return tokens
 
@@ -289,6 +294,7 @@ class Engine:
             device=self.device,
             backend=self.backend_name,
             notes=notes,
+            cached_prompt_tokens=output.cached_prompt_tokens,
         )
 
     def _unstarted(self, job: Job) -> GenerationResult:
