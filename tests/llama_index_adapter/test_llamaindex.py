@@ -128,7 +128,10 @@ def test_bad_construction_arguments_say_what_to_fix(kwargs: dict, message: str) 
 @pytest.mark.smollm2
 def test_metadata_on_smollm2(smol: Phi3AIPC) -> None:
     meta = smol.metadata
-    assert meta.context_window == 8192  # from the GGUF's context_length
+    # The GGUF's context_length (8192) less the answer, in LlamaIndex's tokens (see the packing tests), plus num_output.
+    assert smol.engine.context_window == 8192
+    ratio = smol._tokens_per_llama_index_token(smol.engine)
+    assert meta.context_window == int((8192 - 12 - 32) / ratio) + 12
     assert meta.num_output == 12
     assert meta.is_chat_model and meta.is_function_calling_model
     assert meta.model_name == "smollm2"
@@ -137,14 +140,18 @@ def test_metadata_on_smollm2(smol: Phi3AIPC) -> None:
 
 def test_metadata_of_an_openvino_ir_comes_from_its_config(tiny: Phi3AIPC, tiny_phi3_ov: Path) -> None:
     config = json.loads((tiny_phi3_ov / "config.json").read_text())
-    assert tiny.metadata.context_window == config["max_position_embeddings"]
+    assert tiny.engine.context_window == config["max_position_embeddings"]
+    room = tiny.metadata.context_window - tiny.metadata.num_output
+    assert room * tiny._tokens_per_llama_index_token(tiny.engine) <= config["max_position_embeddings"] - 8
     assert tiny.metadata.model_name == str(tiny_phi3_ov)
 
 
 @pytest.mark.npu_on_cpu
-def test_metadata_on_the_npu_pipeline_is_prompt_plus_response_length(npu: Phi3AIPC) -> None:
+def test_metadata_on_the_npu_pipeline_leaves_room_for_no_more_than_max_prompt_len(npu: Phi3AIPC) -> None:
     meta = npu.metadata
-    assert meta.context_window == 256 + 64
+    assert npu.engine.context_window == 256 + 64
+    # What LlamaIndex may fill (window less num_output), in the engine's tokens, stays within MAX_PROMPT_LEN.
+    assert (meta.context_window - meta.num_output) * npu._tokens_per_llama_index_token(npu.engine) <= 256
     assert meta.num_output == 8
     assert meta.is_function_calling_model
     assert npu.engine.device == "NPU"
