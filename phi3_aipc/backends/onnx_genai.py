@@ -12,12 +12,14 @@ import json
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import onnxruntime_genai as og
 
 from phi3_aipc.backends.base import Backend, Message, TextCallback
+from phi3_aipc.backends.options import parse_flag
 from phi3_aipc.devices import DEVICE_KINDS, device_kind, refuse_kind
 from phi3_aipc.errors import (
     DeviceNotFoundError,
@@ -28,7 +30,9 @@ from phi3_aipc.errors import (
 from phi3_aipc.models import Artifact
 from phi3_aipc.params import BackendOutput, Constraint, GenerationParams, Timings
 
-KNOWN_OPTIONS = {"precision", "provider_options"}
+KNOWN_OPTIONS = {"precision", "provider_options", "prefix_reuse"}
+#: A kept generator's KV cache holds at least this many tokens (its buffer is sized once, at creation).
+REUSE_MIN_LENGTH = 1024
 
 # Target -> (the package whose build has its execution provider, our pip extra, how users call it). The provider's
 # own name comes from the device table (DeviceKind.onnx_provider).
@@ -72,12 +76,15 @@ class OnnxGenAIBackend(Backend):
 
     resolver_options = frozenset({"precision"})
 
-    def __init__(self, model: Any, artifact: Artifact, device: str):
+    def __init__(self, model: Any, artifact: Artifact, device: str, prefix_reuse: bool = True):
         super().__init__(artifact, device)
         self._model = model
         self._tokenizer = og.Tokenizer(model)
         self._genai_config = _read_genai_config(artifact.path)
         self._eos = {int(t) for t in self._tokenizer.eos_token_ids}
+        self._prefix_reuse = prefix_reuse
+        #: The generator of the last greedy, unconstrained call, KV cache and all, with what it was made for.
+        self._kept: _KeptGenerator | None = None
 
     # -- loading ---------------------------------------------------------------------------------------------------
     @classmethod
@@ -90,7 +97,8 @@ class OnnxGenAIBackend(Backend):
         _check_options(options)
         started = time.perf_counter()
         loaded = load_model(artifact.path, device, options.get("provider_options") or {})
-        backend = cls(loaded, artifact, device)
+        reuse = parse_flag("prefix_reuse", options.get("prefix_reuse", True))
+        backend = cls(loaded, artifact, device, prefix_reuse=reuse)
         backend.load_ms = (time.perf_counter() - started) * 1000
         return backend
 
@@ -117,34 +125,88 @@ class OnnxGenAIBackend(Backend):
         # Timed like OpenVINO GenAI's PerfMetrics: from the start of generate(), tokenization included.
         started = time.perf_counter()
         input_ids = self._tokenizer.encode(prompt)
+        try:
+            if self._reusable(params, constraint):
+                generator, cached = self._resume(input_ids, params)
+            else:
+                generator, cached = self._fresh_generator(input_ids, params, constraint), 0
+            token_times = self._decode_loop(generator, on_text, params.max_new_tokens)
+        except BaseException as exc:
+            self._kept = None  # its KV cache may be half-written: never resume from it
+            if isinstance(exc, RuntimeError):
+                self._raise_decoding_error(exc, constraint)
+            raise
+        return BackendOutput(
+            prompt_tokens=len(input_ids),
+            completion_tokens=len(token_times),
+            timings=_timings(started, token_times),
+            cached_prompt_tokens=cached,
+        )
+
+    # -- prefix reuse ------------------------------------------------------------------------------------------------
+    def _reusable(self, params: GenerationParams, constraint: Constraint | None) -> bool:
+        """Only greedy, unconstrained calls resume a kept generator: a sampled one would continue its random
+        state (not the seed's), a constrained one its grammar state, so both would change the output."""
+        return self._prefix_reuse and constraint is None and not params.sampling and not params.ignore_eos
+
+    def _resume(self, input_ids: Any, params: GenerationParams) -> tuple[Any, int]:
+        """The kept generator rewound to the prompt's common prefix with what it holds, fed the rest.
+
+        Returns it and how many prompt tokens it already held. The last token it holds is never reused: after a
+        generation the newest token is in the sequence but not yet in the KV cache.
+        """
+        ids = [int(t) for t in input_ids]
+        needed = len(ids) + params.max_new_tokens
+        kept = self._kept
+        if kept is None or kept.repetition_penalty != params.repetition_penalty or needed > kept.max_length:
+            kept = self._kept = self._new_kept_generator(needed, params)
+        held = [int(t) for t in kept.generator.get_sequence(0)] if kept.generator.token_count() else []
+        common = _common_prefix(held, ids, limit=min(len(held) - 1, len(ids) - 1))
+        if kept.generator.token_count() > common:
+            kept.generator.rewind_to(common)
+        kept.generator.append_tokens(ids[common:])
+        return kept.generator, common
+
+    def _new_kept_generator(self, needed: int, params: GenerationParams) -> _KeptGenerator:
+        # The KV buffer is allocated for max_length up front: room to grow, but not the whole window of a
+        # 128k-context model. A conversation that outgrows it gets a new, larger generator (one full prefill).
+        max_length = max(needed * 2, REUSE_MIN_LENGTH)
+        window = self.context_window
+        if window is not None:
+            max_length = min(max_length, window)
+        options = self._search_options(params, 0)
+        options["max_length"] = max_length
+        generator_params = og.GeneratorParams(self._model)
+        generator_params.set_search_options(**options)
+        generator = og.Generator(self._model, generator_params)
+        return _KeptGenerator(generator, max_length, params.repetition_penalty)
+
+    def _fresh_generator(
+        self, input_ids: Any, params: GenerationParams, constraint: Constraint | None
+    ) -> Any:
         generator_params = og.GeneratorParams(self._model)
         generator_params.set_search_options(**self._search_options(params, len(input_ids)))
         if constraint is not None:
             generator_params.set_guidance(*guidance(constraint))
         generator = og.Generator(self._model, generator_params)
         generator.append_tokens(input_ids)
-        try:
-            token_times = self._decode_loop(generator, on_text)
-        except RuntimeError as exc:
-            if constraint is not None and "satisfy the grammar" in str(exc):
-                raise UnsupportedFeatureError(
-                    "ONNX Runtime GenAI's constrained decoder (llguidance) failed on a token it had allowed. "
-                    "onnxruntime-genai 0.18 does this with some characters of three or more UTF-8 bytes in "
-                    "byte-level tokenizers (e.g. CJK text). Use backend='openvino' for this constraint, or keep "
-                    f"the constrained output to ASCII. Detail: {str(exc).splitlines()[0]}"
-                ) from exc
-            raise
-        return BackendOutput(
-            prompt_tokens=len(input_ids),
-            completion_tokens=len(token_times),
-            timings=_timings(started, token_times),
-        )
+        return generator
 
-    def _decode_loop(self, generator: Any, on_text: TextCallback) -> list[float]:
+    def _raise_decoding_error(self, exc: RuntimeError, constraint: Constraint | None) -> None:
+        if constraint is not None and "satisfy the grammar" in str(exc):
+            raise UnsupportedFeatureError(
+                "ONNX Runtime GenAI's constrained decoder (llguidance) failed on a token it had allowed. "
+                "onnxruntime-genai 0.18 does this with some characters of three or more UTF-8 bytes in "
+                "byte-level tokenizers (e.g. CJK text). Use backend='openvino' for this constraint, or keep "
+                f"the constrained output to ASCII. Detail: {str(exc).splitlines()[0]}"
+            ) from exc
+
+    def _decode_loop(self, generator: Any, on_text: TextCallback, max_new_tokens: int) -> list[float]:
         # TokenizerStream holds back bytes of a character split across tokens, so no delta is ever mangled UTF-8.
         stream = self._tokenizer.create_stream()
         token_times: list[float] = []
-        while not generator.is_done():
+        # A kept generator's max_length is its buffer, not this call's limit: count the new tokens here.
+        while len(token_times) < max_new_tokens and not generator.is_done():
             generator.generate_next_token()
             token = int(generator.get_next_tokens()[0])
             token_times.append(time.perf_counter())
@@ -179,8 +241,27 @@ class OnnxGenAIBackend(Backend):
         return options
 
     def close(self) -> None:
+        self._kept = None
         self._tokenizer = None
         self._model = None
+
+
+@dataclass
+class _KeptGenerator:
+    generator: Any
+    #: The longest sequence (prompt plus answer) its KV buffer holds.
+    max_length: int
+    repetition_penalty: float | None
+
+
+def _common_prefix(held: list[int], ids: list[int], limit: int) -> int:
+    """How many leading tokens ``held`` and ``ids`` share, at most ``limit`` (and never below 0)."""
+    count = 0
+    for a, b in zip(held[: max(limit, 0)], ids, strict=False):
+        if a != b:
+            break
+        count += 1
+    return count
 
 
 def _check_options(options: Mapping[str, Any]) -> None:
@@ -189,8 +270,8 @@ def _check_options(options: Mapping[str, Any]) -> None:
         raise InvalidParameterError(
             f"Unknown option(s) for the onnx backend: {sorted(unknown)}; it accepts {sorted(KNOWN_OPTIONS)} "
             f"(precision: int4|fp16|fp32 for exports of a Hugging Face checkpoint; provider_options: a dict "
-            f"passed to the execution provider, e.g. {{'device_id': '1'}} for a second DirectML adapter) and "
-            f"'revision' for the Hub download."
+            f"passed to the execution provider, e.g. {{'device_id': '1'}} for a second DirectML adapter; "
+            f"prefix_reuse: false to prefill every prompt from scratch) and 'revision' for the Hub download."
         )
     provider_options = options.get("provider_options")
     if provider_options is not None and not isinstance(provider_options, Mapping):

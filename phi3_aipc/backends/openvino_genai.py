@@ -9,6 +9,7 @@ from typing import Any
 import openvino_genai as ov_genai
 
 from phi3_aipc.backends.base import Backend, Message, TextCallback
+from phi3_aipc.backends.options import parse_flag
 from phi3_aipc.devices import (
     DEVICE_KINDS,
     device_kind,
@@ -24,6 +25,12 @@ from phi3_aipc.paths import compile_cache_dir
 
 NPU_DEFAULTS = {"MAX_PROMPT_LEN": 1024, "MIN_RESPONSE_LEN": 128}
 NPU_HINTS = ("FAST_COMPILE", "BEST_PERF")
+#: Prefix reuse on the NPU (OpenVINO 2026.4's NPUW plugin): a hash-based cache of the KV blocks of earlier prompts,
+#: restored for a new prompt that starts the same way. It works on chunked prefill; the chunk is the block size, so
+#: a smaller chunk reuses more of a shared prefix. Set by the user, these keys win.
+NPU_PREFIX_REUSE = {"NPUW_LLM_ENABLE_PREFIX_CACHING": "YES", "NPUW_LLM_PREFILL_CHUNK_SIZE": 128}
+#: Our own load option (any case): False turns prefix reuse off (for measuring what it saves).
+PREFIX_REUSE_OPTION = "PREFIX_REUSE"
 
 
 def available_devices() -> list[str]:
@@ -47,7 +54,9 @@ class OpenVINOGenAIBackend(Backend):
 
     @classmethod
     def load(cls, artifact: Artifact, device: str, options: dict[str, Any]) -> OpenVINOGenAIBackend:
-        config = _pipeline_config(device, _upper_keys(options))
+        upper = _upper_keys(options)
+        reuse = parse_flag("prefix_reuse", upper.pop(PREFIX_REUSE_OPTION, True))
+        config = _with_prefix_reuse(device, _pipeline_config(device, upper), reuse)
         started = time.perf_counter()
         pipeline = _make_pipeline(artifact, device, config)
         backend = cls(pipeline, artifact, device, config)
@@ -199,6 +208,24 @@ def _pipeline_config(device: str, config: dict[str, Any]) -> dict[str, Any]:
     if hint is not None and hint not in NPU_HINTS:
         raise InvalidParameterError(f"GENERATE_HINT must be one of {NPU_HINTS}, got {hint!r}.")
     return config
+
+
+def _with_prefix_reuse(device: str, config: dict[str, Any], reuse: bool) -> dict[str, Any]:
+    """Keep the KV cache of a shared prefix across generate() calls (on unless ``reuse`` is False).
+
+    CPU/GPU: LLMPipeline runs on OpenVINO GenAI's paged-attention scheduler, whose prefix caching is on by default;
+    only turning it off needs a SchedulerConfig. NPU: the stateful pipeline re-prefills every prompt (its chat mode
+    too: on the NPU it resends the whole history), so reuse comes from the NPUW plugin's prefix cache.
+    """
+    if device_kind(device) == "NPU":
+        if reuse:
+            return {**NPU_PREFIX_REUSE, **config}
+        return {**config, "NPUW_LLM_ENABLE_PREFIX_CACHING": "NO"}
+    if reuse:
+        return config
+    scheduler = ov_genai.SchedulerConfig()
+    scheduler.enable_prefix_caching = False
+    return {**config, "scheduler_config": scheduler}
 
 
 def _grammar_error(constraint: Constraint, exc: RuntimeError) -> InvalidParameterError:
