@@ -54,9 +54,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"Moved: the LangChain / LlamaIndex comparison is `python {WRAPPER_SCRIPT}` in the source tree.",
     )
     parser.add_argument("--json", type=Path, default=None, help="Write the full report as JSON here.")
+    parser.add_argument(
+        "--scenario",
+        choices=("standard", "agent"),
+        default="standard",
+        help="'agent': a ~1,000-token prefix and 6 short turns, TTFT per turn with KV reuse on and off.",
+    )
+    parser.add_argument(
+        "--model-for",
+        action="append",
+        default=[],
+        metavar="BACKEND[:DEVICE]=MODEL",
+        help="The model for one backend (or backend and device), e.g. onnx=./smollm2-ort openvino:npu=./smollm2-ir.",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.scenario == "agent":
+        return _run_agent(args)
     _check_arguments(args)
     if args.synthetic:
         from phi3_aipc.testing.synthetic import synthetic_model
@@ -78,6 +93,24 @@ def run(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(report, indent=2))
         print(f"\nJSON written to {args.json}", file=sys.stderr)
     return 1 if any("error" in entry for entry in report["results"]) else 0
+
+
+def _run_agent(args: argparse.Namespace) -> int:
+    from phi3_aipc.bench.agent import AgentSettings, format_agent_table, run_agent_scenario
+    from phi3_aipc.bench.targets import Target
+
+    chosen = dict(item.split("=", 1) for item in args.model_for if "=" in item)
+    targets = []
+    for target in targets_for(args.model or "", args.device, args.backend, parse_options(args.option)):
+        model = chosen.get(f"{target.backend}:{target.device}") or chosen.get(target.backend) or target.model
+        if not model:
+            raise InvalidParameterError(f"No model for {target.name}: pass --model or --model-for.")
+        targets.append(Target(model, target.device, target.backend, target.options))
+    results = run_agent_scenario(targets, AgentSettings(), log=lambda line: print(line, file=sys.stderr))
+    print(format_agent_table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 1 if any("error" in entry for entry in results) else 0
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
