@@ -143,6 +143,7 @@ class ChatTurn:
         fitted, report = fit_messages(messages, count, budget, engine.count_tokens)
         plan = self._plan_messages(fitted, family, kinds)
         plan.trimmed = report if report.changed else None
+        plan.messages = fitted
         return plan
 
     def plan_for(
@@ -171,9 +172,11 @@ class ChatTurn:
             constraint = _json_constraint(schema, kinds)
         wanted = bool(shown) or self.response_format is not None
         parser = ToolStreamParser(protocol, shown, choice)
-        return TurnPlan(
+        plan = TurnPlan(
             self, prompt, constraint, parser, choice, shown, constrained=not wanted or constraint is not None
         )
+        plan.messages = messages
+        return plan
 
     # -- running -------------------------------------------------------------------------------------------------
     def run(self, engine: Any) -> TurnResult:
@@ -237,6 +240,8 @@ class TurnPlan:
         self.constrained = constrained
         #: What context_overflow="trim" removed from the messages (None when nothing was).
         self.trimmed: TrimReport | None = None
+        #: The checked messages the prompt was rendered from (after any trim), before the tool protocol's markup.
+        self.messages: list[dict[str, Any]] = []
         self._parser = parser
         self._calls: list[ToolCall] = []
         self._invalid: list[InvalidToolCall] = []
@@ -275,7 +280,7 @@ class TurnPlan:
             self.tools,
             constrained=self.constrained,
         )
-        fresh.trimmed = self.trimmed
+        fresh.trimmed, fresh.messages = self.trimmed, self.messages
         return fresh
 
     def finish_events(self, generation: GenerationResult | None) -> list[TurnEvent]:

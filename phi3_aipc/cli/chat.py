@@ -1,5 +1,8 @@
 """`phi3-aipc chat`: an interactive terminal chat that streams, keeps (and trims) history, /reset and /exit.
 
+History is trimmed by the chat turn's own policy (``context_overflow="trim"``, ``phi3_aipc.context``), and the
+engine reuses the KV cache of the conversation so far (on the backends that can), so a turn prefills only what is new.
+
 Ctrl-C while an answer streams stops that answer (the generation is cancelled and the engine released) and keeps
 the session; Ctrl-C at the prompt, Ctrl-D or /exit ends it.
 """
@@ -10,7 +13,9 @@ import argparse
 import sys
 from typing import TextIO
 
+from phi3_aipc.chat import ChatTurn, TextDelta
 from phi3_aipc.cli.common import add_model_arguments, parse_options
+from phi3_aipc.context import TrimReport, describe, prompt_budget
 from phi3_aipc.engine import Engine, get_engine
 from phi3_aipc.errors import PromptTooLongError
 from phi3_aipc.params import GenerationParams
@@ -43,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 class ChatSession:
-    """History plus the loop. History is trimmed, oldest exchanges first, to fit the prompt budget."""
+    """History plus the loop. Every answer goes through the shared chat turn with ``context_overflow="trim"``, and
+    what the trim keeps becomes the history: the prompt then only grows from turn to turn, so the engine's KV reuse
+    keeps the conversation's prefix until the window fills again."""
 
     def __init__(self, engine: Engine, params: GenerationParams, system: str | None = None):
         self.engine = engine
@@ -54,17 +61,7 @@ class ChatSession:
     # -- the prompt budget -------------------------------------------------------------------------------------
     def budget(self) -> int | None:
         """Most prompt tokens allowed: the NPU's MAX_PROMPT_LEN, or the context window minus the answer."""
-        limits = []
-        if self.engine.max_prompt_tokens is not None:
-            limits.append(self.engine.max_prompt_tokens)
-        if self.engine.context_window is not None:
-            limits.append(self.engine.context_window - self.params.max_new_tokens)
-        return min(limits) if limits else None
-
-    def _budget_name(self) -> str:
-        if self.engine.max_prompt_tokens is not None:
-            return f"the {self.engine.device} prompt limit (MAX_PROMPT_LEN={self.engine.max_prompt_tokens})"
-        return f"the context window ({self.engine.context_window} tokens, {self.params.max_new_tokens} kept for the answer)"
+        return prompt_budget(self.engine, self.params.max_new_tokens)
 
     def messages(self) -> list[dict[str, str]]:
         system = [{"role": "system", "content": self.system}] if self.system else []
@@ -73,31 +70,23 @@ class ChatSession:
     def prompt_tokens(self) -> int:
         return self.engine.count_tokens(self.engine.format_chat(self.messages()))
 
-    def trim(self) -> int:
-        """Drop the oldest messages until the prompt fits; returns how many were dropped.
+    def _turn(self) -> ChatTurn:
+        return ChatTurn(self.messages(), params=self.params, context_overflow="trim")
 
-        Whole exchanges go (a user message with the answers after it), so the history never starts with an
-        answer. The newest user message always stays; if it alone does not fit, PromptTooLongError says so.
+    def trim(self) -> TrimReport | None:
+        """Fit the history to the budget with the chat turn's policy (oldest turns first, then long messages
+        shortened from the middle) and keep the result; None when it already fit.
+
+        The system message and the newest user message always stay; if they cannot be made to fit,
+        PromptTooLongError says so and the history is left as it was.
         """
-        limit = self.budget()
-        if limit is None:
-            return 0
-        dropped = 0
-        while self.prompt_tokens() > limit and len(self.history) > 1:
-            self.history.pop(0)
-            dropped += 1
-            while len(self.history) > 1 and self.history[0]["role"] != "user":
-                self.history.pop(0)
-                dropped += 1
-        tokens = self.prompt_tokens()
-        if tokens > limit:
-            raise PromptTooLongError(
-                tokens,
-                limit,
-                "chat's prompt budget",
-                f"It must fit {self._budget_name()}; send a shorter message.",
-            )
-        return dropped
+        plan = self._turn().plan(self.engine)
+        if plan.trimmed is None:
+            return None
+        self.history = [
+            {"role": m["role"], "content": m["content"]} for m in plan.messages if m["role"] != "system"
+        ]
+        return plan.trimmed
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def loop(self, stdin: TextIO, stdout: TextIO) -> None:
@@ -130,30 +119,29 @@ class ChatSession:
         """Send one user message, stream the answer to ``stdout`` and keep both in the history."""
         self.history.append({"role": "user", "content": text})
         try:
-            dropped = self.trim()
+            report = self.trim()
         except PromptTooLongError as exc:
             self.history.pop()
             stdout.write(f"[{exc}]\n")
             return None
-        if dropped:
-            stdout.write(
-                f"[history trimmed: dropped the {dropped} oldest message(s) to fit {self._budget_name()}]\n"
-            )
+        if report is not None:
+            stdout.write(f"[{describe(report)}]\n")
         answer = self._stream(stdout)
         self.history.append({"role": "assistant", "content": answer})
         return answer
 
     def _stream(self, stdout: TextIO) -> str:
         parts: list[str] = []
-        stream = self.engine.stream(self.messages(), self.params)
+        events = self._turn().stream(self.engine)
         try:
-            for delta in stream:
-                parts.append(delta)
-                stdout.write(delta)
-                stdout.flush()
+            for event in events:
+                if isinstance(event, TextDelta):
+                    parts.append(event.text)
+                    stdout.write(event.text)
+                    stdout.flush()
         except KeyboardInterrupt:
             # Cancel at the next token and wait until the engine is free; the partial answer stays in the history.
-            stream.close()
+            events.close()
             stdout.write(" [stopped]")
         stdout.write("\n")
         return "".join(parts)

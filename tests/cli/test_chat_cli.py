@@ -52,13 +52,22 @@ def test_history_is_trimmed_to_the_npu_prompt_limit(
     script = "".join(f"{i} {SENTENCE}\n" for i in range(4)) + " ".join([SENTENCE] * 12) + "\nshort again\n"
     args = ["--model", str(tiny_phi3_ov), "--device", "npu", *NPU_ARGS, "--max-new-tokens", "6"]
     out = chat(monkeypatch, capsys, script, *args)
-    assert (
-        "[history trimmed: dropped the 2 oldest message(s) to fit the NPU prompt limit (MAX_PROMPT_LEN=64)]"
-        in out
-    )
-    # A single message over the limit is refused with the numbers, and the session goes on.
-    assert "over the chat's prompt budget of 64 tokens" in out
+    # The chat turn's own policy (context_overflow="trim"): the oldest exchange goes first.
+    assert "[context trimmed: dropped the 2 oldest message(s) (" in out and "to fit 64 prompt tokens" in out
+    # A single message over the limit is shortened from the middle (and the older exchanges dropped) to fit.
+    assert "and shortened 1 long message(s) by " in out
     assert out.rstrip().count("\n> ") == 6
+
+
+def test_a_message_that_cannot_fit_is_refused_and_the_session_goes_on(tiny_phi3_ov: Path) -> None:
+    engine = get_engine(str(tiny_phi3_ov), "npu", options=NPU_ON_CPU)
+    long_system = " ".join([SENTENCE] * 6)
+    session = ChatSession(engine, GenerationParams(max_new_tokens=6), system=long_system)
+    out = io.StringIO()
+    # Both the system message and the question are cut to their minimum and still overflow the 64 tokens.
+    assert session.ask(" ".join([SENTENCE] * 6), out) is None
+    assert "context_overflow='trim'" in out.getvalue() and session.history == []
+    assert session.ask("hi", out) is not None
 
 
 def test_trim_keeps_whole_exchanges_and_fits(tiny_phi3_ov: Path) -> None:
