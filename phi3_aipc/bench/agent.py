@@ -68,7 +68,7 @@ def agent_prefix(engine: Engine, tokens: int) -> list[dict[str, Any]]:
     """System prompt + tool definitions + as many retrieved chunks as make the first prompt ~``tokens`` long."""
     head = (
         "You are a helpful assistant for visitors. Use the tools when they help and answer from the documents.\n"
-        f"Tools:\n{json.dumps(TOOLS, indent=1)}\nRetrieved documents:\n"
+        f"Tools:\n{json.dumps(TOOLS)}\nRetrieved documents:\n"
     )
     chunks: list[str] = []
     while True:
