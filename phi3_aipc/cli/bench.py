@@ -98,10 +98,14 @@ def run(args: argparse.Namespace) -> int:
 def _run_agent(args: argparse.Namespace) -> int:
     from phi3_aipc.bench.agent import AgentSettings, format_agent_table, run_agent_scenario
     from phi3_aipc.bench.targets import Target
+    from phi3_aipc.devices import DEVICE_KINDS, device_kind, normalise_device
 
     chosen = dict(item.split("=", 1) for item in args.model_for if "=" in item)
     targets = []
     for target in targets_for(args.model or "", args.device, args.backend, parse_options(args.option)):
+        if target.backend not in DEVICE_KINDS[device_kind(normalise_device(target.device))].backends:
+            print(f"agent scenario: skipping {target.name} (that backend does not run there)", file=sys.stderr)
+            continue
         model = chosen.get(f"{target.backend}:{target.device}") or chosen.get(target.backend) or target.model
         if not model:
             raise InvalidParameterError(f"No model for {target.name}: pass --model or --model-for.")
