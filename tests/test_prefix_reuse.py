@@ -133,3 +133,24 @@ def test_prefix_reuse_option_must_be_a_flag(tiny_phi3_ov: Path) -> None:
 
     with pytest.raises(InvalidParameterError, match="prefix_reuse must be true or false"):
         get_engine(str(tiny_phi3_ov), "cpu", "openvino", {"prefix_reuse": "sometimes"})
+
+
+@pytest.mark.npu_on_cpu
+def test_npu_loads_without_reuse_when_the_plugin_refuses_the_prefix_cache_keys(
+    tiny_phi3_ov: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phi3_aipc.backends import openvino_genai
+    from phi3_aipc.engine import release_engine
+
+    # An option the NPUW plugin does not know stands in for a real NPU refusing the prefix-cache keys.
+    refused = {**openvino_genai.NPU_PREFIX_REUSE, "NPUW_LLM_NO_SUCH_OPTION": "YES"}
+    monkeypatch.setattr(openvino_genai, "NPU_PREFIX_REUSE", refused)
+    engine = get_engine(str(tiny_phi3_ov), "npu", "openvino", {"NPUW_DEVICES": "CPU", "MAX_PROMPT_LEN": 96})
+    try:
+        assert "NPUW_LLM_ENABLE_PREFIX_CACHING" not in engine.backend._config
+        assert (
+            engine.generate("Hello", GenerationParams(max_new_tokens=2, ignore_eos=True)).completion_tokens
+            == 2
+        )
+    finally:
+        release_engine(engine)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +23,8 @@ from phi3_aipc.errors import InvalidModelFileError, InvalidParameterError
 from phi3_aipc.models import Artifact
 from phi3_aipc.params import BackendOutput, Constraint, GenerationParams, Timings
 from phi3_aipc.paths import compile_cache_dir
+
+log = logging.getLogger(__name__)
 
 NPU_DEFAULTS = {"MAX_PROMPT_LEN": 1024, "MIN_RESPONSE_LEN": 128}
 NPU_HINTS = ("FAST_COMPILE", "BEST_PERF")
@@ -56,9 +59,10 @@ class OpenVINOGenAIBackend(Backend):
     def load(cls, artifact: Artifact, device: str, options: dict[str, Any]) -> OpenVINOGenAIBackend:
         upper = _upper_keys(options)
         reuse = parse_flag("prefix_reuse", upper.pop(PREFIX_REUSE_OPTION, True))
-        config = _with_prefix_reuse(device, _pipeline_config(device, upper), reuse)
+        plain = _pipeline_config(device, upper)
+        config = _with_prefix_reuse(device, plain, reuse)
         started = time.perf_counter()
-        pipeline = _make_pipeline(artifact, device, config)
+        pipeline, config = _make_npu_aware_pipeline(artifact, device, config, plain)
         backend = cls(pipeline, artifact, device, config)
         backend.load_ms = (time.perf_counter() - started) * 1000
         return backend
@@ -226,6 +230,20 @@ def _with_prefix_reuse(device: str, config: dict[str, Any], reuse: bool) -> dict
     scheduler = ov_genai.SchedulerConfig()
     scheduler.enable_prefix_caching = False
     return {**config, "scheduler_config": scheduler}
+
+
+def _make_npu_aware_pipeline(
+    artifact: Artifact, device: str, config: dict[str, Any], plain: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """The pipeline, and the config it was built with. The NPU prefix-cache keys are ours, and checked only with the
+    NPU pipeline on the CPU: should a real NPU's plugin refuse them, load without them (reuse off) rather than fail."""
+    try:
+        return _make_pipeline(artifact, device, config), config
+    except (RuntimeError, InvalidParameterError) as exc:
+        if device_kind(device) != "NPU" or config == plain or isinstance(exc, InvalidModelFileError):
+            raise
+        log.warning("The NPU prefix cache could not be turned on (%s); loading without KV reuse.", exc)
+        return _make_pipeline(artifact, device, plain), plain
 
 
 def _grammar_error(constraint: Constraint, exc: RuntimeError) -> InvalidParameterError:

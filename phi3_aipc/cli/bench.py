@@ -104,7 +104,9 @@ def _run_agent(args: argparse.Namespace) -> int:
     targets = []
     for target in targets_for(args.model or "", args.device, args.backend, parse_options(args.option)):
         if target.backend not in DEVICE_KINDS[device_kind(normalise_device(target.device))].backends:
-            print(f"agent scenario: skipping {target.name} (that backend does not run there)", file=sys.stderr)
+            print(
+                f"agent scenario: skipping {target.name} (that backend does not run there)", file=sys.stderr
+            )
             continue
         model = chosen.get(f"{target.backend}:{target.device}") or chosen.get(target.backend) or target.model
         if not model:
