@@ -163,7 +163,12 @@ class OnnxGenAIBackend(Backend):
         held = [int(t) for t in kept.generator.get_sequence(0)] if kept.generator.token_count() else []
         common = _common_prefix(held, ids, limit=min(len(held) - 1, len(ids) - 1))
         if kept.generator.token_count() > common:
-            kept.generator.rewind_to(common)
+            try:
+                kept.generator.rewind_to(common)
+            except RuntimeError:
+                # A model or provider that cannot rewind (checked on the CPU only): start this one afresh.
+                kept = self._kept = self._new_kept_generator(needed, params)
+                common = 0
         kept.generator.append_tokens(ids[common:])
         return kept.generator, common
 
