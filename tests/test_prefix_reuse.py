@@ -20,6 +20,7 @@ import pytest
 
 from phi3_aipc import Engine, GenerationParams, get_engine
 from phi3_aipc.chat import ChatTurn
+from phi3_aipc.engine import release_engine
 
 GREEDY = GenerationParams(max_new_tokens=8)
 SYSTEM = "You are a travel assistant. " + " ".join(
@@ -108,7 +109,10 @@ def test_openvino_cpu_prefix_caching_is_token_identical(smollm2_gguf: Path) -> N
     on = get_engine(str(smollm2_gguf), "cpu", "openvino")
     off = get_engine(str(smollm2_gguf), "cpu", "openvino", {"prefix_reuse": False})
     # Each conversation's second turn extends its first, with the other conversation's turn in between.
-    assert _interleaved(on) == _interleaved(off)
+    try:
+        assert _interleaved(on) == _interleaved(off)
+    finally:
+        release_engine(off)  # the second copy of the model is needed here only
 
 
 # -- the NPU pipeline on the CPU ---------------------------------------------------------------------------------
@@ -140,7 +144,6 @@ def test_npu_loads_without_reuse_when_the_plugin_refuses_the_prefix_cache_keys(
     tiny_phi3_ov: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from phi3_aipc.backends import openvino_genai
-    from phi3_aipc.engine import release_engine
 
     # An option the NPUW plugin does not know stands in for a real NPU refusing the prefix-cache keys.
     refused = {**openvino_genai.NPU_PREFIX_REUSE, "NPUW_LLM_NO_SUCH_OPTION": "YES"}
