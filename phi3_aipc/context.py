@@ -129,7 +129,7 @@ def fit_messages(
         raise PromptTooLongError(
             after,
             budget,
-            "prompt budget left after context_overflow='trim'",
+            "prompt budget, even with context_overflow='trim',",
             f"Dropping {dropped} older message(s) and shortening {shortened} long content(s) was not enough: the "
             f"system messages, the tool definitions and the last user turn must fit on their own. Shorten them, ask "
             f"for fewer max_new_tokens, or load the model with a larger window.",
