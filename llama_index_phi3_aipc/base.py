@@ -116,6 +116,17 @@ class Phi3AIPC(FunctionCallingLLM):
         description="Override the context window the engine reports (tokens, prompt plus output).",
     )
 
+    base_url: str | None = Field(
+        default=None,
+        description="Remote mode: an OpenAI-compatible server, e.g. 'http://127.0.0.1:8000/v1' (phi3-aipc serve, "
+        "OpenVINO Model Server, vLLM). The model runs there; `model` names it.",
+    )
+    api_key: str | None = Field(default=None, description="Remote mode: the server's bearer token.")
+    timeout: float | None = Field(default=None, gt=0, description="Remote mode: seconds to wait for data.")
+    max_retries: int = Field(
+        default=2, ge=0, description="Remote mode: retries of a failed connection or 5xx."
+    )
+
     _engine: Engine | None = PrivateAttr(default=None)
 
     # A misspelt argument (devcie="npu") is an error, not silently ignored, as in the LangChain classes.
@@ -173,14 +184,29 @@ class Phi3AIPC(FunctionCallingLLM):
     def engine(self) -> Engine:
         """The shared engine, loaded on first use."""
         if self._engine is None:
-            self._engine = get_engine(self.model, self.device, self.backend, self.options)
+            self._engine = self._remote() or get_engine(self.model, self.device, self.backend, self.options)
         return self._engine
 
     async def _aengine(self) -> Engine:
         # Loading takes seconds (minutes for a first NPU compile): never on the event loop.
         if self._engine is None:
-            self._engine = await aget_engine(self.model, self.device, self.backend, self.options)
+            self._engine = self._remote() or await aget_engine(
+                self.model, self.device, self.backend, self.options
+            )
         return self._engine
+
+    def _remote(self) -> Any:
+        if self.base_url is None:
+            return None
+        from phi3_aipc.remote import get_remote_engine
+
+        return get_remote_engine(
+            self.base_url,
+            self.model,
+            api_key=self.api_key,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+        )
 
     @property
     def metadata(self) -> LLMMetadata:

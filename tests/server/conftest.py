@@ -51,3 +51,19 @@ def served() -> Iterator[Served]:
     )
     with BackgroundServer(create_app(engine, config)) as server:
         yield Served(engine, server.base_url)
+
+
+@pytest.fixture
+def produced(served: Served, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The tokens each generation really produced (the engine's real backend runs; this only records)."""
+    backend = served.engine.backend
+    real = backend.generate
+    counts: list[int] = []
+
+    def generate(prompt: str, params: Any, on_text: Any, constraint: Any = None) -> Any:
+        output = real(prompt, params, on_text, constraint)
+        counts.append(output.completion_tokens)
+        return output
+
+    monkeypatch.setattr(backend, "generate", generate)
+    return counts

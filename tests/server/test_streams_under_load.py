@@ -12,29 +12,11 @@ from typing import Any
 import pytest
 from conftest import API_KEY, Served
 
-from phi3_aipc.params import GenerationParams
-
 pytestmark = pytest.mark.smollm2
 
 LONG = 200
 CONCURRENT = 32
 TOKENS_EACH = 6
-
-
-@pytest.fixture
-def produced(served: Served, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The tokens each generation really produced (the engine's real backend runs; this only records)."""
-    backend = served.engine.backend
-    real = backend.generate
-    counts: list[int] = []
-
-    def generate(prompt: str, params: GenerationParams, on_text: Any, constraint: Any = None) -> Any:
-        output = real(prompt, params, on_text, constraint)
-        counts.append(output.completion_tokens)
-        return output
-
-    monkeypatch.setattr(backend, "generate", generate)
-    return counts
 
 
 def test_a_client_that_disconnects_mid_stream_cancels_its_generation(
