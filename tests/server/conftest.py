@@ -35,10 +35,15 @@ class Served:
 
 
 @pytest.fixture(scope="session")
-def served() -> Iterator[Served]:
+def stack() -> None:
+    """Skips where the server stack, the clients or the model are missing."""
     missing = [name for name in NEEDS if importlib.util.find_spec(name) is None]
     if missing:
         pytest.skip(f"needs {', '.join(missing)}")
+
+
+@pytest.fixture(scope="session")
+def served(stack: None) -> Iterator[Served]:
     from phi3_aipc.engine import get_engine
     from phi3_aipc.server import BackgroundServer, Limits, ServerConfig, create_app
 
