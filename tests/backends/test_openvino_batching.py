@@ -146,3 +146,36 @@ def test_a_closed_stream_stops_alone(batching: Engine) -> None:
 def test_the_npu_keeps_the_serialising_pipeline() -> None:
     with pytest.raises(UnsupportedFeatureError, match="backend='openvino'"):
         get_engine("smollm2", "npu", backend="openvino-batching", options={"NPUW_DEVICES": "CPU"})
+
+
+def test_server_requests_batch_together(batching: Engine, overlap: list[int]) -> None:
+    """`phi3-aipc serve --backend openvino-batching`: concurrent HTTP streams decode in one batch."""
+    for name in ("fastapi", "uvicorn", "openai"):
+        pytest.importorskip(name)
+    import asyncio
+
+    import openai
+
+    from phi3_aipc.server import BackgroundServer, ServerConfig, create_app
+
+    params = GenerationParams(max_new_tokens=12)
+    alone = [batching.generate(ask(q), params).text for q in CAPITALS]
+
+    async def all_at_once(base_url: str) -> list[str]:
+        client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
+
+        async def one(question: str) -> str:
+            stream = await client.chat.completions.create(
+                model="m", messages=ask(question), max_tokens=12, stream=True
+            )
+            return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+        try:
+            return await asyncio.gather(*(one(q) for q in CAPITALS))
+        finally:
+            await client.close()
+
+    overlap[0] = 0
+    with BackgroundServer(create_app(batching, ServerConfig(model_id="m"))) as server:
+        answers = asyncio.run(all_at_once(server.base_url))
+    assert overlap[0] > 1 and answers == alone
