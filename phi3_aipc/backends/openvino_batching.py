@@ -34,7 +34,7 @@ from phi3_aipc.backends.openvino_genai import (
     available_devices,
 )
 from phi3_aipc.devices import device_kind
-from phi3_aipc.errors import InvalidParameterError, UnsupportedFeatureError
+from phi3_aipc.errors import InvalidParameterError, Phi3AIPCError, UnsupportedFeatureError
 from phi3_aipc.models import Artifact
 from phi3_aipc.params import BackendOutput, Constraint, GenerationParams, Timings
 
@@ -65,9 +65,9 @@ class BatchingBackend(OpenVINOGenAIBackend):
     #: Generations may run at the same time: the engine lets every call through (see phi3_aipc.engine.jobs).
     concurrent = True
 
-    def __init__(self, pipeline: Any, artifact: Artifact, device: str, config: dict[str, Any]):
-        super().__init__(_PipelineView(pipeline), artifact, device, config)
-        self._steps = _Stepper(pipeline)
+    def __init__(self, make_pipeline: Any, artifact: Artifact, device: str, config: dict[str, Any]):
+        self._steps = _Stepper(make_pipeline)
+        super().__init__(_PipelineView(self._steps), artifact, device, config)
         self._tokenizer_lock = threading.Lock()
 
     @classmethod
@@ -91,8 +91,11 @@ class BatchingBackend(OpenVINOGenAIBackend):
         )
         config = _pipeline_config(device, properties)
         started = time.perf_counter()
-        pipeline = ov_genai.ContinuousBatchingPipeline(str(artifact.path), scheduler, device, config)
-        backend = cls(pipeline, artifact, device, config)
+
+        def make_pipeline() -> Any:
+            return ov_genai.ContinuousBatchingPipeline(str(artifact.path), scheduler, device, config)
+
+        backend = cls(make_pipeline, artifact, device, config)
         backend.load_ms = (time.perf_counter() - started) * 1000
         return backend
 
@@ -115,17 +118,20 @@ class BatchingBackend(OpenVINOGenAIBackend):
         prompt_tokens = self.count_tokens(prompt)
         started = time.perf_counter()
         try:
-            handle = self._steps.add(prompt, config)
+            handle, epoch = self._steps.add(prompt, config)
+            reader = _Reader(self, handle, on_text)
+            try:
+                self._steps.follow(handle, epoch, reader.take)
+            except BaseException:
+                handle.stop()  # never leave a request decoding for nobody
+                raise
         except RuntimeError as exc:
             if constraint is not None and "xgrammar" in str(exc):
                 raise _grammar_error(constraint, exc) from exc
-            raise
-        reader = _Reader(self, handle, on_text)
-        try:
-            self._steps.follow(handle, reader.take)
-        except BaseException:
-            handle.stop()  # never leave a request decoding for nobody
-            raise
+            raise Phi3AIPCError(
+                f"The batch this request ran in failed ({str(exc).strip()[:300]}); the pipeline was reloaded. "
+                f"Retry the request."
+            ) from exc
         generated = len(reader.ids)
         first = reader.first_token_s
         ttft = None if first is None else (first - started) * 1000
@@ -184,37 +190,50 @@ class _Reader:
 
 class _Stepper:
     """Drives the pipeline: one thread calls ``step()`` while any request runs; callers add requests and wait for
-    their own tokens. One lock keeps ``add_request`` and ``step`` apart."""
+    their own tokens. One lock keeps ``add_request`` and ``step`` apart.
 
-    def __init__(self, pipeline: Any):
-        self._pipe = pipeline
+    A step that raises (e.g. xgrammar refusing one request's schema, which only surfaces inside ``step()``) leaves
+    the pipeline unusable: every request then in it fails with that error, and a fresh pipeline takes its place, so
+    one bad request never poisons the engine. ``epoch`` counts those failures.
+    """
+
+    def __init__(self, make_pipeline: Any):
+        self._make_pipeline = make_pipeline
+        self.pipeline = make_pipeline()
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._stepped = threading.Condition()
         self._work = threading.Event()
         self._closed = False
-        self._failure: BaseException | None = None
+        self._epoch = 0
+        self._failures: dict[int, BaseException] = {}
         self._thread = threading.Thread(target=self._run, name="phi3-aipc-batching", daemon=True)
         self._thread.start()
 
-    def add(self, prompt: str, config: Any) -> Any:
+    def add(self, prompt: str, config: Any) -> tuple[Any, int]:
         with self._lock:
-            handle = self._pipe.add_request(next(self._ids), prompt, config)
+            handle = self.pipeline.add_request(next(self._ids), prompt, config)
+            epoch = self._epoch
         self._work.set()
-        return handle
+        return handle, epoch
 
-    def follow(self, handle: Any, take: Any) -> None:
+    def follow(self, handle: Any, epoch: int, take: Any) -> None:
         """Hand ``take`` each batch of new tokens (on the caller's thread) until the request ends."""
         while True:
             with self._stepped:
                 while not handle.can_read() and handle.get_status() not in _ENDED:
-                    if self._failure is not None:
-                        raise self._failure
+                    if self._epoch != epoch:
+                        raise self._failures[epoch]
                     self._stepped.wait(0.1)
-            ended = handle.get_status() in _ENDED
+            status = handle.get_status()
             if handle.can_read():
                 take(handle.read(), False)
-            if ended and not handle.can_read():
+            if status == ov_genai.GenerationStatus.IGNORED:
+                raise Phi3AIPCError(
+                    "The batching scheduler refused the request: its prompt does not fit the KV cache. Load the "
+                    "model with a larger options={'KV_CACHE_SIZE': <GB>}, or shorten the prompt."
+                )
+            if status in _ENDED and not handle.can_read():
                 take({}, True)
                 return
 
@@ -222,12 +241,14 @@ class _Stepper:
         while not self._closed:
             self._work.wait(0.1)
             with self._lock:
-                busy = self._pipe.has_non_finished_requests()
+                busy = self.pipeline.has_non_finished_requests()
                 if busy:
                     try:
-                        self._pipe.step()
-                    except BaseException as exc:  # noqa: BLE001 - every waiting caller raises it
-                        self._failure = exc
+                        self.pipeline.step()
+                    except Exception as exc:  # noqa: BLE001 - handed to every request of this pipeline
+                        self._failures[self._epoch] = exc
+                        self._epoch += 1
+                        self.pipeline = self._make_pipeline()
                 else:
                     self._work.clear()  # under the lock: an add() after this sets it again
             with self._stepped:
@@ -239,16 +260,16 @@ class _Stepper:
 
 
 class _PipelineView:
-    """The ContinuousBatchingPipeline under the two names the serialising backend's helpers call."""
+    """The current ContinuousBatchingPipeline under the two names the serialising backend's helpers call."""
 
-    def __init__(self, pipeline: Any):
-        self._pipeline = pipeline
+    def __init__(self, steps: _Stepper):
+        self._steps = steps
 
     def get_generation_config(self) -> Any:
-        return self._pipeline.get_config()
+        return self._steps.pipeline.get_config()
 
     def get_tokenizer(self) -> Any:
-        return self._pipeline.get_tokenizer()
+        return self._steps.pipeline.get_tokenizer()
 
 
 def _scheduler_config(given: dict[str, Any]) -> Any:

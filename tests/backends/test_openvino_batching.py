@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from phi3_aipc.engine import Engine, get_engine
-from phi3_aipc.errors import UnsupportedFeatureError
+from phi3_aipc.errors import InvalidParameterError, UnsupportedFeatureError
 from phi3_aipc.params import Constraint, GenerationParams
 
 pytestmark = [
@@ -141,6 +141,24 @@ def test_a_closed_stream_stops_alone(batching: Engine) -> None:
     assert dropped.result is not None and dropped.result.finish_reason == "cancelled"
     assert dropped.result.completion_tokens < 400
     assert kept.completion_tokens == 20 and kept.finish_reason == "length"
+
+
+def test_a_schema_the_grammar_refuses_fails_its_request_and_the_engine_goes_on(batching: Engine) -> None:
+    # xgrammar refuses this schema only inside step(), which breaks the pipeline: the backend reloads it.
+    refused = {
+        "type": "object",
+        "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+        "required": ["a", "b"],
+        "maxProperties": 1,
+    }
+    with pytest.raises(InvalidParameterError, match="grammar"):
+        batching.generate(
+            ask("Hi"),
+            GenerationParams(max_new_tokens=8),
+            constraint=Constraint("json_schema", json.dumps(refused)),
+        )
+    after = batching.generate(ask(CAPITALS[0]), GenerationParams(max_new_tokens=4, ignore_eos=True))
+    assert after.completion_tokens == 4 and after.text
 
 
 def test_the_npu_keeps_the_serialising_pipeline() -> None:
