@@ -197,3 +197,15 @@ def test_server_requests_batch_together(batching: Engine, overlap: list[int]) ->
     with BackgroundServer(create_app(batching, ServerConfig(model_id="m"))) as server:
         answers = asyncio.run(all_at_once(server.base_url))
     assert overlap[0] > 1 and answers == alone
+
+
+def test_langchain_batch_runs_together(batching: Engine, overlap: list[int]) -> None:
+    """LCEL .batch() (a thread per input) on ChatPhi3AIPC(backend='openvino-batching') decodes in one batch."""
+    pytest.importorskip("langchain_core")
+    from langchain_phi3_aipc import ChatPhi3AIPC
+
+    llm = ChatPhi3AIPC(model="smollm2", device="cpu", backend="openvino-batching", max_tokens=12)
+    alone = [batching.generate(ask(q), GenerationParams(max_new_tokens=12)).text for q in CAPITALS[:4]]
+    overlap[0] = 0
+    answers = llm.batch(CAPITALS[:4], config={"max_concurrency": 4})
+    assert overlap[0] > 1 and [a.content for a in answers] == alone
