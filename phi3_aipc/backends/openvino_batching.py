@@ -11,7 +11,7 @@ a cancel or a deadline stops that request alone (``GenerationHandle.stop()``) at
 
 Options (besides OpenVINO properties): ``KV_CACHE_SIZE`` (GB of KV cache, default 1), ``MAX_NUM_SEQS`` (requests
 decoded in one step, default 32), ``MAX_NUM_BATCHED_TOKENS`` (tokens per step, prefill included, default 256),
-``ENABLE_PREFIX_CACHING`` (default True: a shared system prompt is computed once).
+``ENABLE_PREFIX_CACHING`` (default True: a shared system prompt is computed once; ``prefix_reuse`` is the same).
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ class BatchingBackend(OpenVINOGenAIBackend):
     @classmethod
     def load(cls, artifact: Artifact, device: str, options: dict[str, Any]) -> BatchingBackend:
         properties = _upper_keys(options)
+        if "PREFIX_REUSE" in properties:  # the serialising backend's name for the same switch
+            properties["ENABLE_PREFIX_CACHING"] = properties.pop("PREFIX_REUSE")
         scheduler = _scheduler_config(
             {k: properties.pop(k) for k in list(properties) if k in SCHEDULER_DEFAULTS}
         )
