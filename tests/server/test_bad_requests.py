@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 import pytest
-from conftest import API_KEY, MAX_BODY_BYTES, MAX_TOKENS_LIMIT, Served
+from server_helpers import API_KEY, MAX_BODY_BYTES, MAX_TOKENS_LIMIT, Served
 
 pytestmark = pytest.mark.smollm2
 

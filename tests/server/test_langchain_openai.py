@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import API_KEY, Served
 from pydantic import BaseModel
+from server_helpers import API_KEY, Served
 
 pytestmark = pytest.mark.smollm2
 

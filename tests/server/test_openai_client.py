@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import Served
+from server_helpers import Served
 
 pytestmark = pytest.mark.smollm2
 

@@ -11,8 +11,8 @@ import time
 from typing import Any
 
 import pytest
-from conftest import API_KEY, MAX_TOKENS_LIMIT, SMOLLM2, Served
 from pydantic import BaseModel
+from server_helpers import API_KEY, MAX_TOKENS_LIMIT, SMOLLM2, Served
 
 from phi3_aipc.errors import InvalidParameterError
 

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import API_KEY, Served
+from server_helpers import API_KEY, Served
 
 pytestmark = pytest.mark.smollm2
 
