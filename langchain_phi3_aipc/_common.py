@@ -65,10 +65,15 @@ class Phi3AIPCFields(BaseModel):
     (minutes for a first NPU compile) is not counted."""
 
     max_retries: int | None = Field(default=None, ge=0)
-    """Accepted for LangChain compatibility; a local model has no network call to retry, so it is not used."""
+    """Remote mode (base_url): retries of a failed connection or a 429/5xx reply (default 2). Unused locally."""
 
     api_key: SecretStr | None = None
-    """Accepted for LangChain's standard parameters; a local model needs no key, so it is not used."""
+    """Remote mode (base_url): the server's bearer token. A local model needs no key, so it is unused locally."""
+
+    base_url: str | None = None
+    """Remote mode: an OpenAI-compatible server, e.g. 'http://127.0.0.1:8000/v1' (``phi3-aipc serve``, OpenVINO
+    Model Server, vLLM). The model runs there; tool calls, structured output, stops and parsing stay as locally.
+    ``model`` names it (and its family); device, backend and options are the server's business."""
 
     context_overflow: Literal["error", "trim"] = "error"
     """A chat that does not fit the window: 'error' refuses it; 'trim' drops the oldest turns, then shortens long
@@ -77,11 +82,27 @@ class Phi3AIPCFields(BaseModel):
     # -- engine ------------------------------------------------------------------------------------------------------
     def _get_engine(self, model: str | None = None) -> Engine:
         """The shared engine: loaded on first use, cached per (model, device, backend, options) in the process."""
+        if self.base_url is not None:
+            return self._remote_engine(model)
         return get_engine(model or self.model, self.device, self.backend, self.options)
 
     async def _aget_engine(self, model: str | None = None) -> Engine:
+        if self.base_url is not None:
+            return self._remote_engine(model)
         # Loading takes seconds (minutes for a first NPU compile): never on the event loop.
         return await aget_engine(model or self.model, self.device, self.backend, self.options)
+
+    def _remote_engine(self, model: str | None) -> Any:
+        from phi3_aipc.remote import get_remote_engine
+
+        key = self.api_key.get_secret_value() if self.api_key is not None else None
+        return get_remote_engine(
+            self.base_url,
+            model or self.model,
+            api_key=key,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+        )
 
     def _params(self, stop: list[str] | None, overrides: dict[str, Any]) -> GenerationParams:
         values = {

@@ -130,6 +130,17 @@ class Phi3AIPC(FunctionCallingLLM):
         "long tool results / retrieved context (additional_kwargs['context_trimmed'] says what went).",
     )
 
+    base_url: str | None = Field(
+        default=None,
+        description="Remote mode: an OpenAI-compatible server, e.g. 'http://127.0.0.1:8000/v1' (phi3-aipc serve, "
+        "OpenVINO Model Server, vLLM). The model runs there; `model` names it.",
+    )
+    api_key: str | None = Field(default=None, description="Remote mode: the server's bearer token.")
+    timeout: float | None = Field(default=None, gt=0, description="Remote mode: seconds to wait for data.")
+    max_retries: int = Field(
+        default=2, ge=0, description="Remote mode: retries of a failed connection or 5xx."
+    )
+
     _engine: Engine | None = PrivateAttr(default=None)
     _token_ratio: float | None = PrivateAttr(default=None)
 
@@ -188,14 +199,29 @@ class Phi3AIPC(FunctionCallingLLM):
     def engine(self) -> Engine:
         """The shared engine, loaded on first use."""
         if self._engine is None:
-            self._engine = get_engine(self.model, self.device, self.backend, self.options)
+            self._engine = self._remote() or get_engine(self.model, self.device, self.backend, self.options)
         return self._engine
 
     async def _aengine(self) -> Engine:
         # Loading takes seconds (minutes for a first NPU compile): never on the event loop.
         if self._engine is None:
-            self._engine = await aget_engine(self.model, self.device, self.backend, self.options)
+            self._engine = self._remote() or await aget_engine(
+                self.model, self.device, self.backend, self.options
+            )
         return self._engine
+
+    def _remote(self) -> Any:
+        if self.base_url is None:
+            return None
+        from phi3_aipc.remote import get_remote_engine
+
+        return get_remote_engine(
+            self.base_url,
+            self.model,
+            api_key=self.api_key,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+        )
 
     @property
     def metadata(self) -> LLMMetadata:

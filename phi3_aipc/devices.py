@@ -40,10 +40,20 @@ DEVICE_KINDS: dict[str, DeviceKind] = {
     for kind in (
         DeviceKind("NPU", ("npu",), ("openvino", "npu-lib"), "npu", None, "Intel NPU"),
         DeviceKind(
-            "GPU", ("gpu",), ("openvino", "optimum-intel", "onnx"), "gpu", "dml", "GPU (Intel Arc / iGPU)"
+            "GPU",
+            ("gpu",),
+            ("openvino", "openvino-batching", "optimum-intel", "onnx"),
+            "gpu",
+            "dml",
+            "GPU (Intel Arc / iGPU)",
         ),
         DeviceKind(
-            "CPU", ("cpu",), ("openvino", "optimum-intel", "onnx", "transformers"), "cpu", "cpu", "CPU"
+            "CPU",
+            ("cpu",),
+            ("openvino", "openvino-batching", "optimum-intel", "onnx", "transformers"),
+            "cpu",
+            "cpu",
+            "CPU",
         ),
         DeviceKind("DML", ("dml", "directml"), ("onnx",), "gpu", "dml", "DirectML (Windows DirectX 12 GPU)"),
         DeviceKind("CUDA", ("cuda",), ("onnx", "transformers"), "gpu", "cuda", "NVIDIA GPU (CUDA)"),

@@ -60,6 +60,18 @@ BACKENDS: dict[str, BackendInfo] = {
             aliases=("ov", "openvino-genai", "openvino_genai"),
         ),
         BackendInfo(
+            "openvino-batching",
+            "phi3_aipc.backends.openvino_batching",
+            "BatchingBackend",
+            "openvino_genai",
+            "openvino-genai",
+            "openvino",
+            "continuous batching: concurrent calls decode together",
+            formats=("openvino-ir", "gguf"),
+            tokenizer="openvino",
+            aliases=("batching", "openvino-cb"),
+        ),
+        BackendInfo(
             "transformers",
             "phi3_aipc.backends.transformers_backend",
             "TransformersBackend",

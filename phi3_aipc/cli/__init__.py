@@ -15,6 +15,7 @@ COMMANDS = {
     "chat": "phi3_aipc.cli.chat",
     "doctor": "phi3_aipc.cli.doctor",
     "export": "phi3_aipc.cli.export",
+    "serve": "phi3_aipc.cli.serve",
 }
 
 

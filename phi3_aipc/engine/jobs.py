@@ -150,7 +150,12 @@ workers = Workers()
 
 class Turnstile:
     """Lets one job generate at a time, in arrival order. A waiting job leaves the line once it is cancelled or
-    out of time, so nobody waits behind a call that was given up."""
+    out of time, so nobody waits behind a call that was given up.
+
+    A backend that declares ``concurrent = True`` (continuous batching: it schedules its own requests and batches
+    them) has no line: every job enters at once. Every other backend (the NPU's stateful pipeline among them) keeps
+    it, since one pipeline there serves one generate() at a time.
+    """
 
     def __init__(self) -> None:
         # Re-entrant (an RLock): a GC finalizer may cancel a job, and so wake the line, from inside enter().
@@ -160,6 +165,8 @@ class Turnstile:
 
     def enter(self, job: Job) -> bool:
         """Wait for ``job``'s turn; False if it was stopped first (it must not run then)."""
+        if getattr(job.engine.backend, "concurrent", False):
+            return job.stop_reason() is None
         with self._changed:
             self._line.append(job)
             try:
@@ -175,6 +182,7 @@ class Turnstile:
                 self._changed.notify_all()
 
     def leave(self) -> None:
+        # (After a concurrent backend's job too: _busy is never set then, and clearing it again is harmless.)
         with self._changed:
             self._busy = False
             self._changed.notify_all()

@@ -1,11 +1,14 @@
 """The front doors of one chat turn, each driven through its own public API and read back into one Outcome.
 
 A door takes a Scenario in neutral terms and maps it onto its framework's types exactly as a user would write them;
-the contract tests then assert that every door reaches the same Outcome. The server door joins here when it lands.
+the contract tests then assert that every door reaches the same Outcome. The server door drives `phi3-aipc serve`
+over real HTTP on loopback with the official ``openai`` client.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -267,6 +270,117 @@ def llamaindex_stream(s: Scenario) -> Outcome:
     return _from_li(llm, last)
 
 
+# -- the server (phi3-aipc serve), through the official openai client -----------------------------------------------
+_servers: dict[str, Any] = {}
+
+
+def _server_client(s: Scenario) -> Any:
+    """An OpenAI client for a server over the scenario's shared engine, started once per engine on a free port."""
+    import openai
+
+    from phi3_aipc.server import BackgroundServer, ServerConfig, create_app
+
+    key = repr(sorted(s.engine.items()))
+    if key not in _servers:
+        app = create_app(get_engine(**s.engine), ServerConfig(model_id="contract"))
+        _servers[key] = BackgroundServer(app).start()
+    return openai.OpenAI(base_url=_servers[key].base_url, api_key="unused", max_retries=0)
+
+
+def _oa_messages(s: Scenario) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for m in s.messages:
+        if m["role"] == "assistant" and m.get("tool_calls"):
+            calls = [
+                {
+                    "id": c["id"],
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+                }
+                for c in m["tool_calls"]
+            ]
+            out.append({"role": "assistant", "content": m["content"] or None, "tool_calls": calls})
+        elif m["role"] == "tool":
+            out.append({"role": "tool", "content": m["content"], "tool_call_id": m["tool_call_id"]})
+        else:
+            out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def _oa_request(s: Scenario) -> dict[str, Any]:
+    request: dict[str, Any] = {"model": "contract", "messages": _oa_messages(s), "max_tokens": s.max_tokens}
+    if s.stop:
+        request["stop"] = list(s.stop)
+    if s.tools:
+        request["tools"] = [{"type": "function", "function": t.as_dict()} for t in s.tools]
+        if s.tool_choice in ("auto", "none", "required"):
+            request["tool_choice"] = s.tool_choice
+        elif s.tool_choice is not None:
+            request["tool_choice"] = {"type": "function", "function": {"name": s.tool_choice}}
+    if s.schema is not None:
+        request["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "out", "schema": s.schema},
+        }
+    return request
+
+
+def _oa_outcome(
+    s: Scenario,
+    content: str,
+    calls: list[dict[str, Any]],
+    invalid: list[dict[str, Any]],
+    choice: Any,
+    usage: Any,
+) -> Outcome:
+    # The server reports a stop string as OpenAI's "stop" plus vLLM's stop_reason (the string itself).
+    reason = choice.finish_reason
+    if reason == "stop" and isinstance((choice.model_extra or {}).get("stop_reason"), str):
+        reason = "stop_string"
+    structured = None
+    if s.model_cls is not None:
+        from phi3_aipc.tools.structured import OutputParseError, parse_json_output
+
+        try:
+            structured = parse_json_output(content, s.schema)
+        except OutputParseError:
+            structured = NO_VALUE
+    return Outcome(
+        content,
+        [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls],
+        [c["name"] for c in invalid],
+        reason,
+        usage.prompt_tokens,
+        structured,
+    )
+
+
+def server(s: Scenario) -> Outcome:
+    response = _server_client(s).chat.completions.create(**_oa_request(s))
+    choice = response.choices[0]
+    message = choice.message
+    calls = [c.model_dump() for c in message.tool_calls or ()]
+    invalid = (message.model_extra or {}).get("invalid_tool_calls") or []
+    return _oa_outcome(s, message.content or "", calls, invalid, choice, response.usage)
+
+
+def server_stream(s: Scenario) -> Outcome:
+    chunks = list(
+        _server_client(s).chat.completions.create(
+            **_oa_request(s), stream=True, stream_options={"include_usage": True}
+        )
+    )
+    content, calls, invalid, last = "", [], [], None
+    for chunk in chunks:
+        for choice in chunk.choices:
+            content += choice.delta.content or ""
+            calls += [c.model_dump() for c in choice.delta.tool_calls or ()]
+            invalid += (choice.delta.model_extra or {}).get("invalid_tool_calls") or []
+            if choice.finish_reason is not None:
+                last = choice
+    return _oa_outcome(s, content, calls, invalid, last, chunks[-1].usage)
+
+
 DOORS: dict[str, Callable[[Scenario], Outcome]] = {
     "chat_turn": chat_turn,
     "chat_turn_stream": chat_turn_stream,
@@ -275,3 +389,6 @@ DOORS: dict[str, Callable[[Scenario], Outcome]] = {
     "llamaindex": llamaindex,
     "llamaindex_stream": llamaindex_stream,
 }
+# The server door needs the serve extra and the openai client (the lowest-versions CI job installs neither).
+if all(importlib.util.find_spec(name) is not None for name in ("fastapi", "uvicorn", "openai")):
+    DOORS.update(server=server, server_stream=server_stream)

@@ -1,0 +1,96 @@
+"""`phi3-aipc serve`: one loaded model behind an OpenAI-compatible HTTP server, for every app on the machine."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import ipaddress
+import os
+import sys
+
+from phi3_aipc.cli.common import add_model_arguments, parse_options
+from phi3_aipc.errors import BackendNotInstalledError, InvalidParameterError
+from phi3_aipc.models import DEFAULT_MODEL
+
+HELP = (
+    "Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions) for every app on this machine."
+)
+API_KEY_ENV = "PHI3_AIPC_API_KEY"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="Address to bind (default: loopback only).")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help=f"Require 'Authorization: Bearer KEY' on every request (or set {API_KEY_ENV}).",
+    )
+    parser.add_argument(
+        "--served-model-name", default=None, help="The model id clients see (default: the --model value)."
+    )
+    parser.add_argument(
+        "--max-tokens-limit", type=int, default=4096, help="Most tokens one request may ask for."
+    )
+    parser.add_argument(
+        "--default-max-tokens",
+        type=int,
+        default=512,
+        help="Tokens generated when a request gives no max_tokens.",
+    )
+    parser.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024, help="Largest request body.")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from phi3_aipc.server import Limits, ServerConfig, create_app
+    except ImportError as exc:
+        raise BackendNotInstalledError("serve", exc.name or "fastapi", "serve", exc) from None
+    from phi3_aipc.engine import get_engine
+
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    _check_arguments(args, api_key)
+    model = args.model or DEFAULT_MODEL
+    config = ServerConfig(
+        model_id=args.served_model_name or model,
+        api_key=api_key,
+        max_body_bytes=args.max_body_bytes,
+        limits=Limits(max_tokens=args.max_tokens_limit, default_max_tokens=args.default_max_tokens),
+    )
+    load = functools.partial(get_engine, model, args.device, args.backend, parse_options(args.option))
+    app = create_app(load, config)
+    print(
+        f"phi3-aipc serve: http://{args.host}:{args.port}/v1 (model loads in the background; GET /health)",
+        file=sys.stderr,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _check_arguments(args: argparse.Namespace, api_key: str | None) -> None:
+    if (
+        args.default_max_tokens > args.max_tokens_limit
+        or min(args.default_max_tokens, args.max_body_bytes) < 1
+    ):
+        raise InvalidParameterError(
+            "--default-max-tokens and --max-body-bytes must be positive, and --default-max-tokens at most "
+            "--max-tokens-limit."
+        )
+    if not _is_loopback(args.host) and api_key is None:
+        print(
+            f"phi3-aipc serve: warning: listening on {args.host} without --api-key: anyone who can reach this "
+            "port can use the model.",
+            file=sys.stderr,
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
