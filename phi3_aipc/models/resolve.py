@@ -74,6 +74,8 @@ def resolve(
         model_id = known.id
     else:
         path, fmt, model_id = _from_path_or_hub(text, revision)
+    if fmt == "gguf" and "openvino-ir" in info.formats:
+        path, fmt = _gguf_as_ir(path, kind, model_id)
     if fmt not in info.formats:
         path, fmt = _convert(path, fmt, kind, info.name, info.formats, precision, model_id)
     _check_tokenizer(path, fmt, info.tokenizer)
@@ -177,6 +179,25 @@ def _convert(
     provider = devices.DEVICE_KINDS[kind].onnx_provider if to == "onnx" else None
     plan = plan_export(to, _preset(kind), precision, provider=provider)
     return auto_export(path, plan, model_arg=model_id), target  # type: ignore[return-value]
+
+
+def _gguf_as_ir(path: Path, kind: str, model_id: str) -> tuple[Path, ArtifactFormat]:
+    """A packaged GGUF becomes an OpenVINO IR in the cache on first use (later loads skip the GGUF graph build,
+    and the NPU pipeline can run it); any other GGUF is loaded as it is, which the NPU pipeline cannot do."""
+    known = catalogue.find(model_id)
+    if known is not None and known.packaged is not None:
+        from phi3_aipc.export.gguf import convert_gguf
+
+        # The CPU and GPU take the GGUF's own weights: one IR serves both.
+        preset = "npu" if kind == "NPU" else "cpu"
+        return convert_gguf(path, preset, model_arg=model_id), "openvino-ir"
+    if kind == "NPU":
+        raise ModelNotFoundError(
+            f"OpenVINO GenAI's NPU pipeline cannot run a GGUF file ('{path}'). Export the original Hugging Face "
+            f"checkpoint for the NPU (`phi3-aipc export CHECKPOINT OUT --for npu`) and pass OUT, or run the GGUF "
+            f"on device='cpu' or 'gpu'."
+        )
+    return path, "gguf"
 
 
 def _check_tokenizer(path: Path, fmt: ArtifactFormat, tokenizer: str) -> None:
