@@ -36,9 +36,8 @@ def test_first_use_converts_to_an_ir_once_and_says_so(
     first = resolve("smollm2", "CPU", "openvino")
     assert "Converting SmolLM2-135M-Instruct.Q4_1.gguf to OpenVINO IR" in capfd.readouterr().err
     assert first.format == "openvino-ir"
-    assert (
-        first.path / "openvino_model.xml"
-    ).is_file() and first.path.parent.parent == fresh_cache / "exports"
+    assert (first.path / "openvino_model.xml").is_file()
+    assert first.path.parent.parent == fresh_cache / "exports"
     manifest = json.loads((first.path / MANIFEST_NAME).read_text())
     assert manifest["source"]["path"] == str(smollm2_gguf.resolve())
     # What the GGUF's metadata says survives the conversion.
@@ -46,9 +45,8 @@ def test_first_use_converts_to_an_ir_once_and_says_so(
     assert {"<|im_start|>", "<|im_end|>"} <= first.special_tokens
 
     built = (first.path / MANIFEST_NAME).stat().st_mtime_ns
-    second = resolve(
-        str(smollm2_gguf), "GPU", "openvino"
-    )  # the GGUF's path names the same model; GPU shares it
+    # The GGUF's own path names the same model, and the GPU shares the CPU's IR.
+    second = resolve(str(smollm2_gguf), "GPU", "openvino")
     assert second.path == first.path and (second.path / MANIFEST_NAME).stat().st_mtime_ns == built
     assert "Converting" not in capfd.readouterr().err
 
