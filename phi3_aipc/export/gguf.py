@@ -64,6 +64,10 @@ def convert_gguf(gguf: Path, device_preset: str, *, model_arg: str, progress: bo
     try:
         steps = [("OpenVINO GenAI reads the GGUF", _save_ir), ("repair the KV-cache ids", _fix_state_ids)]
         if plan.device == "npu":
+            cpu_ir = export_cache_path(gguf, gguf_plan("cpu"))
+            if is_complete(cpu_ir):
+                # The CPU's IR is the same graph before the NPU's repairs: start from it, not from the GGUF.
+                steps = [("copy the CPU's IR", lambda _, staging: _copy_ir(cpu_ir, staging))]
             steps.append(("reshape for the NPU pipeline", _fit_npu_pipeline))
         with _progress(len(steps), f"Converting {gguf.name} to OpenVINO IR", progress) as bar:
             for label, step in steps:
@@ -98,6 +102,11 @@ def _save_ir(gguf: Path, staging: Path) -> None:
             f"OpenVINO GenAI loaded '{gguf}' but did not write {', '.join(missing)}; the installed openvino-genai "
             f"may not support enable_save_ov_model. Load the GGUF path directly instead."
         )
+
+
+def _copy_ir(source: Path, staging: Path) -> None:
+    for path in source.glob("openvino_*"):
+        shutil.copyfile(path, staging / path.name)
 
 
 def _fix_state_ids(_: Path, staging: Path) -> None:

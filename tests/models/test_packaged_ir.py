@@ -73,5 +73,15 @@ def test_another_gguf_on_the_npu_is_refused_with_what_to_do(
     mine = Path(shutil.copyfile(smollm2_gguf, tmp_path / "mine.gguf"))
     with pytest.raises(ModelNotFoundError, match=r"NPU pipeline cannot run a GGUF.*--for npu"):
         resolve(str(mine), "NPU", "openvino")
-    # On the CPU any GGUF still loads as it is.
-    assert resolve(str(mine), "CPU", "openvino").path == mine
+
+
+@pytest.mark.npu_on_cpu
+def test_ask_on_the_npu_pipeline_answers_instead_of_a_traceback(
+    fresh_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from phi3_aipc.cli import main
+
+    # The options of the test above: the engine loaded there answers (get_engine shares it).
+    options = [arg for key, value in NPU_ON_CPU.items() for arg in ("-o", f"{key}={value}")]
+    assert main(["ask", "--model", "smollm2", "--device", "npu", *options, "--max-new-tokens", "12"]) == 0
+    assert "Paris" in capsys.readouterr().out
