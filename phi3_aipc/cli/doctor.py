@@ -10,7 +10,7 @@ import sys
 
 from phi3_aipc.backends import BACKENDS
 from phi3_aipc.devices import DEVICE_KINDS, pick_device
-from phi3_aipc.errors import InvalidParameterError, Phi3AIPCError
+from phi3_aipc.errors import InvalidParameterError, Phi3AIPCError, install_hint
 from phi3_aipc.paths import cache_root
 
 ONNX_BUILDS = ("onnxruntime-genai", "onnxruntime-genai-directml", "onnxruntime-genai-cuda")
@@ -58,7 +58,8 @@ def onnx_genai_report() -> list[str]:
     builds = [f"{p} {v}" for p in ONNX_BUILDS if (v := _version(p))]
     if not builds:
         return [
-            "ONNX Runtime GenAI: not installed (pip install 'phi3-aipc[onnx]'; DirectML: 'phi3-aipc[directml]')"
+            f"ONNX Runtime GenAI: not installed ({install_hint('onnx')}; DirectML on Windows: "
+            "`pip install onnxruntime-genai-directml`)"
         ]
     lines = [f"ONNX Runtime GenAI builds: {', '.join(builds)}"]
     if len(builds) > 1:
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         # The onnx backend is served by whichever one of its builds (CPU, DirectML, CUDA) is installed.
         packages = ONNX_BUILDS if info.name == "onnx" else (info.package,)
         found = next((f"{p} {v}" for p in packages if (v := _version(p))), None)
-        state = found or f"not installed: pip install 'phi3-aipc[{info.extra}]'"
+        state = found or f"not installed: {install_hint(info.extra)}"
         print(f"  {info.name:<14} {state}   devices: {info.devices}")
     print("Device kinds (device=...):")
     for kind in DEVICE_KINDS.values():
@@ -111,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"device='auto' cannot pick: {exc}")
         if "NPU" not in names:
             print(
-                "No NPU found. On Core Ultra laptops install the Intel NPU driver: see docs/ai-pc-setup.md "
-                "(https://github.com/ in the source tree), then run `phi3-aipc doctor --check`."
+                "No NPU found. On Core Ultra laptops install the Intel NPU driver (see docs/ai-pc-setup.md in the source tree), "
+                "then run `phi3-aipc doctor --check`."
             )
     for line in onnx_genai_report():
         print(line)

@@ -188,5 +188,5 @@ def test_without_the_gguf_package_a_gguf_is_not_loaded_unchecked(
 
     files._gguf_facts.cache_clear()  # forget earlier checks of this file
     monkeypatch.setitem(sys.modules, "gguf", None)  # as if the package were not installed
-    with pytest.raises(BackendNotInstalledError, match="'gguf' package.*phi3-aipc\\[openvino\\]"):
+    with pytest.raises(BackendNotInstalledError, match=r"'gguf' package.*pip install -e \"\.\[openvino\]\""):
         get_engine(str(mine), "cpu")

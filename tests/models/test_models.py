@@ -65,6 +65,7 @@ def test_an_uncached_model_offline_says_what_to_download(hub_cache: Path) -> Non
     assert (
         "hf download OpenVINO/Phi-3-mini-4k-instruct-int4-cw-ov" in message and "local model path" in message
     )
+    assert str(hub_cache) in message, "it says where the Hugging Face cache is"
 
 
 def test_phi4_mini_on_the_npu_points_to_export(hub_cache: Path) -> None:
