@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,7 +34,10 @@ CHECK_FIELDS = {
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
-    """The JSON report of a real run, as a user gets it: its own process (each check releases its engine)."""
+    """The README's `doctor --check` line as JSON, plus the NPU pipeline on the CPU, in a process of its own as a
+    user runs it (each check releases its engine)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "\nphi3-aipc doctor --check\n" in readme
     done = subprocess.run(
         [sys.executable, "-m", "phi3_aipc.cli", "doctor", "--check", "--json", "--npu-on-cpu"],
         capture_output=True,

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from phi3_aipc import GenerationParams, ModelNotFoundError, get_engine
-from phi3_aipc.engine import clear_engines
 from phi3_aipc.export import MANIFEST_NAME
 from phi3_aipc.models import resolve
 
@@ -20,14 +18,13 @@ NPU_ON_CPU = {"NPUW_DEVICES": "CPU", "MAX_PROMPT_LEN": 256, "MIN_RESPONSE_LEN": 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-@pytest.fixture(scope="module")
-def fresh_cache(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Iterator[Path]:
-    """An empty phi3-aipc cache, so the first resolve converts."""
-    cache = tmp_path_factory.mktemp("phi3-aipc-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PHI3_AIPC_CACHE", str(cache))
-        yield cache
-    clear_engines()
+@pytest.fixture
+def fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty phi3-aipc cache, so the first resolve converts. (The engine tests below use the session's cache,
+    so that the IRs are converted once for the whole suite.)"""
+    cache = tmp_path / "phi3-aipc-cache"
+    monkeypatch.setenv("PHI3_AIPC_CACHE", str(cache))
+    return cache
 
 
 def test_first_use_converts_to_an_ir_once_and_says_so(
@@ -51,14 +48,14 @@ def test_first_use_converts_to_an_ir_once_and_says_so(
     assert "Converting" not in capfd.readouterr().err
 
 
-def test_the_cpu_answers_from_the_ir(fresh_cache: Path) -> None:
+def test_the_cpu_answers_from_the_ir() -> None:
     engine = get_engine("smollm2", "cpu")
     assert engine.backend.artifact.format == "openvino-ir"
     assert "Paris" in engine.generate(QUESTION, GenerationParams(max_new_tokens=12)).text
 
 
 @pytest.mark.npu_on_cpu
-def test_the_npu_pipeline_answers_from_its_own_ir(fresh_cache: Path) -> None:
+def test_the_npu_pipeline_answers_from_its_own_ir() -> None:
     engine = get_engine("smollm2", "npu", options=NPU_ON_CPU)
     artifact = engine.backend.artifact
     assert artifact.format == "openvino-ir"
@@ -67,18 +64,14 @@ def test_the_npu_pipeline_answers_from_its_own_ir(fresh_cache: Path) -> None:
     assert "Paris" in engine.generate(QUESTION, GenerationParams(max_new_tokens=12)).text
 
 
-def test_another_gguf_on_the_npu_is_refused_with_what_to_do(
-    fresh_cache: Path, smollm2_gguf: Path, tmp_path: Path
-) -> None:
+def test_another_gguf_on_the_npu_is_refused_with_what_to_do(smollm2_gguf: Path, tmp_path: Path) -> None:
     mine = Path(shutil.copyfile(smollm2_gguf, tmp_path / "mine.gguf"))
     with pytest.raises(ModelNotFoundError, match=r"NPU pipeline cannot run a GGUF.*--for npu"):
         resolve(str(mine), "NPU", "openvino")
 
 
 @pytest.mark.npu_on_cpu
-def test_ask_on_the_npu_pipeline_answers_instead_of_a_traceback(
-    fresh_cache: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_ask_on_the_npu_pipeline_answers_instead_of_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
     from phi3_aipc.cli import main
 
     # The options of the test above: the engine loaded there answers (get_engine shares it).
