@@ -1,8 +1,9 @@
 """The one model resolver: whatever the caller wrote -> an ``Artifact`` the chosen backend can run as it is.
 
 alias / catalogue id -> pre-converted build for the device (or the packaged file), else a local path, else a Hub
-repo; then the artifact is checked (a GGUF is validated, an IR gets its tokenizer IR), and a Hugging Face
-checkpoint is exported once into the cache when the backend needs another format.
+repo; then the artifact is checked (a GGUF is validated, an IR gets its tokenizer IR), a packaged GGUF becomes an
+OpenVINO IR once (``phi3_aipc.export.gguf``), and a Hugging Face checkpoint is exported once into the cache when the
+backend needs another format.
 """
 
 from __future__ import annotations

@@ -87,3 +87,10 @@ def test_the_text_form_has_one_line_per_check(report: dict[str, Any]) -> None:
 def test_json_without_check_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor", "--json"]) == 2
     assert "doctor --check --json" in capsys.readouterr().err
+
+
+def test_plain_doctor_points_to_the_check(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "OpenVINO devices: CPU" in out and "phi3-aipc doctor --check" in out
+    assert "docs/ai-pc-setup.md" in out, "without an NPU it says where the driver set-up is"
