@@ -27,9 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from phi3_aipc.export.build import _move_into_place, _progress
+from phi3_aipc.errors import ExportError
+from phi3_aipc.export.build import move_into_place, progress_bar
 from phi3_aipc.export.cache import export_cache_path, is_complete, writable_exports_dir, write_manifest
-from phi3_aipc.export.openvino import OV_DETOKENIZER, OV_TOKENIZER, _import
+from phi3_aipc.export.openvino import OV_DETOKENIZER, OV_TOKENIZER, import_backend_module
 from phi3_aipc.export.plan import ExportPlan
 from phi3_aipc.models.files import read_facts, save_facts
 
@@ -69,21 +70,21 @@ def convert_gguf(gguf: Path, device_preset: str, *, model_arg: str, progress: bo
                 # The CPU's IR is the same graph before the NPU's repairs: start from it, not from the GGUF.
                 steps = [("copy the CPU's IR", lambda _, staging: _copy_ir(cpu_ir, staging))]
             steps.append(("reshape for the NPU pipeline", _fit_npu_pipeline))
-        with _progress(len(steps), f"Converting {gguf.name} to OpenVINO IR", progress) as bar:
+        with progress_bar(len(steps), f"Converting {gguf.name} to OpenVINO IR", progress) as bar:
             for label, step in steps:
                 bar.set_postfix_str(label)
                 step(gguf, staging)
                 bar.update(1)
         save_facts(staging, facts)
         write_manifest(staging, model_arg, gguf, plan, time.perf_counter() - started, {})
-        _move_into_place(staging, target, replace=False)
+        move_into_place(staging, target, replace=False)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
 def _save_ir(gguf: Path, staging: Path) -> None:
-    ov_genai = _import("openvino_genai", "openvino-genai", "openvino")
+    ov_genai = import_backend_module("openvino_genai", "openvino-genai", "openvino")
     link = staging / gguf.name
     try:
         os.symlink(gguf, link)
@@ -96,8 +97,6 @@ def _save_ir(gguf: Path, staging: Path) -> None:
         link.unlink()
     missing = [name for name in (_MODEL_XML, OV_TOKENIZER, OV_DETOKENIZER) if not (staging / name).is_file()]
     if missing:
-        from phi3_aipc.errors import ExportError
-
         raise ExportError(
             f"OpenVINO GenAI loaded '{gguf}' but did not write {', '.join(missing)}; the installed openvino-genai "
             f"may not support enable_save_ov_model. Load the GGUF path directly instead."
@@ -115,7 +114,7 @@ def _fix_state_ids(_: Path, staging: Path) -> None:
 
 
 def _fit_npu_pipeline(_: Path, staging: Path) -> None:
-    ov = _import("openvino", "openvino", "openvino")
+    ov = import_backend_module("openvino", "openvino", "openvino")
     model = ov.Core().read_model(str(staging / _MODEL_XML))
     _broadcast_kv_over_sequence(ov, model)
     _untie_lm_head(ov, model)
@@ -176,8 +175,6 @@ def _copy_subgraph(ov: Any, output: Any) -> Any:
         return ops.multiply(*inputs).output(0)
     if kind == "Reshape":
         return ops.reshape(inputs[0], inputs[1], node.get_attributes()["special_zero"]).output(0)
-    from phi3_aipc.errors import ExportError
-
     raise ExportError(
         f"Unexpected {kind} in the LM head's weights; this GGUF cannot be prepared for the NPU."
     )
