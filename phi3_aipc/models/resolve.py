@@ -8,15 +8,18 @@ backend needs another format.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from phi3_aipc import devices
-from phi3_aipc.errors import InvalidParameterError, ModelNotFoundError
+from phi3_aipc.errors import CacheNotWritableError, InvalidParameterError, ModelNotFoundError
 from phi3_aipc.families import ModelFamily, detect_family
 from phi3_aipc.models import catalogue, files, hub
 from phi3_aipc.models.catalogue import DEFAULT_MODEL, KnownModel
 from phi3_aipc.models.files import ArtifactFormat
+
+log = logging.getLogger(__name__)
 
 # Formats a Hugging Face checkpoint can be exported to, and the exporter (``phi3_aipc.export`` target) for each.
 _EXPORT_TARGETS: dict[str, str] = {"openvino-ir": "openvino", "onnx": "onnx"}
@@ -191,7 +194,13 @@ def _gguf_as_ir(path: Path, kind: str, model_id: str) -> tuple[Path, ArtifactFor
 
         # The CPU and GPU take the GGUF's own weights: one IR serves both.
         preset = "npu" if kind == "NPU" else "cpu"
-        return convert_gguf(path, preset, model_arg=model_id), "openvino-ir"
+        try:
+            return convert_gguf(path, preset, model_arg=model_id), "openvino-ir"
+        except CacheNotWritableError as exc:
+            if kind == "NPU":
+                raise
+            # The CPU and GPU can still load the GGUF itself, only more slowly: the model must not fail for that.
+            log.warning("%s Loading the GGUF itself (slower) instead of its IR.", exc)
     if kind == "NPU":
         raise ModelNotFoundError(
             f"OpenVINO GenAI's NPU pipeline cannot run a GGUF file ('{path}'). Export the original Hugging Face "

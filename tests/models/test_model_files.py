@@ -176,6 +176,20 @@ def test_an_export_into_an_unwritable_cache_names_the_directory(
     assert str(unwritable_cache) in str(info.value)
 
 
+@pytest.mark.smollm2
+def test_the_packaged_gguf_loads_itself_when_its_ir_cannot_be_written(
+    unwritable_cache: Path, smollm2_gguf: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from phi3_aipc.models import resolve
+
+    with caplog.at_level(logging.WARNING, logger="phi3_aipc.models.resolve"):
+        artifact = resolve("smollm2", "CPU", "openvino")
+    assert artifact.format == "gguf" and artifact.path.resolve() == smollm2_gguf.resolve()
+    assert "Loading the GGUF itself" in caplog.text and str(unwritable_cache) in caplog.text
+    with pytest.raises(CacheNotWritableError, match="PHI3_AIPC_CACHE"):
+        resolve("smollm2", "NPU", "openvino")  # the NPU pipeline cannot run the GGUF itself
+
+
 def test_without_the_gguf_package_a_gguf_is_not_loaded_unchecked(
     smollm2_gguf: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
