@@ -78,3 +78,16 @@ def test_ask_on_the_npu_pipeline_answers_instead_of_a_traceback(capsys: pytest.C
     options = [arg for key, value in NPU_ON_CPU.items() for arg in ("-o", f"{key}={value}")]
     assert main(["ask", "--model", "smollm2", "--device", "npu", *options, "--max-new-tokens", "12"]) == 0
     assert "Paris" in capsys.readouterr().out
+
+
+def test_a_broken_gguf_is_refused_before_openvino_converts_it(
+    fresh_cache: Path, smollm2_gguf: Path, tmp_path: Path
+) -> None:
+    from phi3_aipc.errors import InvalidModelFileError
+    from phi3_aipc.export.gguf import convert_gguf
+
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(smollm2_gguf.read_bytes()[: 1 << 20])  # truncated: OpenVINO would crash on it
+    with pytest.raises(InvalidModelFileError, match="not a valid GGUF"):
+        convert_gguf(broken, "cpu", model_arg="broken")
+    assert not (fresh_cache / "exports").exists() or not any((fresh_cache / "exports").rglob("*.xml"))
