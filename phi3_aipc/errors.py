@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def install_hint(extra: str) -> str:
+    """How to install one of phi3-aipc's extras today: from the source tree (the package is not on PyPI yet)."""
+    return (
+        f'`pip install -e ".[{extra}]"` in a clone of the phi3-aipc repository (phi3-aipc is not on PyPI yet)'
+    )
+
+
 class Phi3AIPCError(Exception):
     """Base class for every error phi3-aipc raises on purpose."""
 
@@ -29,7 +36,7 @@ class BackendNotInstalledError(Phi3AIPCError, ImportError):
         detail = f" ({cause})" if cause else ""
         super().__init__(
             f"The '{backend}' backend needs the '{package}' package, which is not installed{detail}. "
-            f"Install it with: pip install 'phi3-aipc[{extra}]'"
+            f"Install it with {install_hint(extra)}, or `pip install {package}` into this environment."
         )
 
 
@@ -69,8 +76,8 @@ class ExecutionProviderNotInstalledError(BackendNotInstalledError):
             f"The installed ONNX Runtime GenAI build ({installed}) has no {provider} support{detail}. "
             f"{provider} needs the '{package}' package. The onnxruntime-genai packages (CPU, DirectML, CUDA) all "
             f"provide the same 'onnxruntime_genai' module and cannot be installed side by side: run "
-            f"`pip uninstall -y {installed.split(' ')[0]}` first, then `pip install '{package}'` "
-            f"(or 'phi3-aipc[{extra}]'). The {provider} package also runs models on the CPU.",
+            f"`pip uninstall -y {installed.split(' ')[0]}` first, then `pip install {package}` "
+            f"(or {install_hint(extra)}). The {provider} package also runs models on the CPU.",
         )
 
 

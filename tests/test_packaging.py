@@ -49,3 +49,46 @@ def test_langchain_core_is_not_capped_below_the_next_major() -> None:
     """Issue 17: a user with any current langchain-core 1.x can install us beside it without a downgrade."""
     (spec,) = [r.specifier for _, r in _requirements() if r.name == "langchain-core"]
     assert all(v in spec for v in ("1.0.0", "1.8.3", "1.99.0")) and "2.0.0" not in spec
+
+
+def test_the_license_is_an_spdx_expression_with_its_file() -> None:
+    """PEP 639: a plain SPDX string (a table makes pip and setuptools warn), and the file it ships."""
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    assert project["license"] == "MIT"
+    assert all((PYPROJECT.parent / name).is_file() for name in project["license-files"])
+
+
+def _extra_packages(extra: str) -> set[str]:
+    """The distributions an extra installs, phi3-aipc's own extras expanded."""
+    extras = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
+    found: set[str] = set()
+    for line in extras[extra]:
+        requirement = Requirement(line)
+        if requirement.name == "phi3-aipc":
+            for nested in requirement.extras:
+                found |= _extra_packages(nested)
+        else:
+            found.add(requirement.name.lower())
+    return found
+
+
+def test_the_examples_extra_installs_what_the_agent_examples_import() -> None:
+    """Every third-party module an agent example imports at its top comes with `pip install -e ".[examples]"`."""
+    import ast
+    from importlib.metadata import packages_distributions
+
+    ours = {"langchain_phi3_aipc", "llama_index_phi3_aipc", "phi3_aipc", "__future__"}
+    distributions = packages_distributions()
+    installed = _extra_packages("examples")
+    for script in ("langchain_agent.py", "llamaindex_agent.py"):
+        tree = ast.parse((PYPROJECT.parent / "examples" / script).read_text())
+        modules = {
+            (node.module if isinstance(node, ast.ImportFrom) else node.names[0].name).split(".")[0]
+            for node in tree.body
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            and (not isinstance(node, ast.ImportFrom) or node.module)
+        }
+        third_party = {m for m in modules - ours if m not in sys.stdlib_module_names}
+        for module in third_party:
+            assert {d.lower() for d in distributions.get(module, [])} & installed, (script, module)
+        assert 'pip install -e ".[examples]"' in (PYPROJECT.parent / "examples" / script).read_text()

@@ -6,7 +6,9 @@ kinds it serves in ``phi3_aipc.devices``.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,8 @@ from phi3_aipc.errors import BackendNotInstalledError, UnknownBackendError
 
 if TYPE_CHECKING:
     from phi3_aipc.models import Artifact
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,8 @@ class LoadRequest:
     device: str
     artifact: Artifact
     options: dict[str, Any]
+    #: What was changed on the caller's behalf (e.g. NPU options left out when 'auto' picked the CPU).
+    notes: tuple[str, ...] = ()
 
     def load(self) -> Backend:
         return self.backend.load(self.artifact, self.device, dict(self.options))
@@ -174,6 +180,13 @@ def prepare(
     requested = devices.normalise_device(device)
     cls = backend_class(resolve_backend_name(name, requested))
     target = cls.pick_device(requested, opts)
+    notes: tuple[str, ...] = ()
+    if requested == devices.AUTO:
+        # Portable code: options for a device 'auto' did not pick are left out with a notice, not an error.
+        opts, dropped = load_options.route(opts, cls.name, devices.device_kind(target))
+        if dropped:
+            notes = (load_options.dropped_notice(dropped, cls.name, target),)
+            _warn_once(notes[0])
     resolver_keys = load_options.RESOLVER_OPTIONS | cls.resolver_options
     artifact = resolve(
         model,
@@ -183,7 +196,12 @@ def prepare(
         precision=opts.get("precision") if "precision" in cls.resolver_options else None,
     )
     backend_opts = {k: v for k, v in opts.items() if k not in resolver_keys}
-    return LoadRequest(cls, target, artifact, backend_opts)
+    return LoadRequest(cls, target, artifact, backend_opts, notes)
+
+
+@functools.cache
+def _warn_once(notice: str) -> None:
+    log.warning("%s", notice)
 
 
 def load_backend(

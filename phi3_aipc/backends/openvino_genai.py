@@ -10,7 +10,7 @@ from typing import Any
 import openvino_genai as ov_genai
 
 from phi3_aipc.backends.base import Backend, Message, TextCallback
-from phi3_aipc.backends.options import parse_flag
+from phi3_aipc.backends.options import is_npu_only, parse_flag
 from phi3_aipc.devices import (
     DEVICE_KINDS,
     device_kind,
@@ -198,11 +198,12 @@ def _pipeline_config(device: str, config: dict[str, Any]) -> dict[str, Any]:
         if cache is not None:
             config["CACHE_DIR"] = str(cache)
     if device_kind(device) != "NPU":
-        for key in ("MAX_PROMPT_LEN", "MIN_RESPONSE_LEN", "GENERATE_HINT"):
-            if key in config:
-                raise InvalidParameterError(
-                    f"{key} applies to the NPU only; remove it for device '{device}'."
-                )
+        for key in filter(is_npu_only, config):
+            # device='auto' has already left these out (phi3_aipc.backends.prepare): this device was named.
+            raise InvalidParameterError(
+                f"{key} applies to the NPU only; remove it for device '{device}', or pass device='auto' to "
+                f"have it ignored wherever the NPU is not picked."
+            )
         return config
     for key, default in NPU_DEFAULTS.items():
         value = config.setdefault(key, default)

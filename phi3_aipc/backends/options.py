@@ -59,3 +59,46 @@ def revision(options: Mapping[str, Any]) -> str | None:
     if not isinstance(value, str) or not value.strip():
         raise InvalidParameterError(f"Option revision must be a branch, tag or commit id, got {value!r}.")
     return value.strip()
+
+
+# -- which options belong to which backend and device ------------------------------------------------------------
+#: Options only OpenVINO GenAI's NPU pipeline takes (a name ending in '_' is a prefix); any other device refuses them.
+NPU_ONLY_OPTIONS = ("NPUW_", "MAX_PROMPT_LEN", "MIN_RESPONSE_LEN", "GENERATE_HINT")
+#: The backends that take OpenVINO properties (upper-case option names such as PERFORMANCE_HINT).
+OPENVINO_PROPERTY_BACKENDS = ("openvino", "optimum-intel")
+
+
+def is_npu_only(key: str) -> bool:
+    name = str(key).upper()
+    return any(name.startswith(o) if o.endswith("_") else name == o for o in NPU_ONLY_OPTIONS)
+
+
+def is_openvino_property(key: str) -> bool:
+    return str(key).isupper()
+
+
+def applies(key: str, backend: str, device_kind: str) -> bool:
+    """Whether option ``key`` means anything to ``backend`` on a device of ``device_kind`` ('NPU', 'CPU', ...).
+
+    NPU pipeline options belong to OpenVINO GenAI on the NPU; other OpenVINO properties to the OpenVINO backends;
+    lower-case options (revision, trust_remote_code, dtype...) are each backend's own to accept or refuse.
+    """
+    if is_npu_only(key):
+        return backend == "openvino" and device_kind == "NPU"
+    if is_openvino_property(key):
+        return backend in OPENVINO_PROPERTY_BACKENDS
+    return True
+
+
+def route(options: Mapping[str, Any], backend: str, device_kind: str) -> tuple[dict[str, Any], list[str]]:
+    """(the options that apply to ``backend`` on ``device_kind``, the names of those that do not)."""
+    kept = {k: v for k, v in options.items() if applies(k, backend, device_kind)}
+    return kept, [k for k in options if k not in kept]
+
+
+def dropped_notice(dropped: list[str], backend: str, device: str) -> str:
+    """The one line that says which options device='auto' left out, and why."""
+    return (
+        f"device='auto' picked {device} ({backend}), so the option(s) {', '.join(sorted(dropped))} for another "
+        f"device or backend were ignored. Name the device to make them an error instead."
+    )

@@ -6,11 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from phi3_aipc.backends.options import route
 from phi3_aipc.devices import device_kind, normalise_device
 from phi3_aipc.errors import InvalidParameterError
-
-# Options only the NPU pipeline takes; another device would reject them.
-NPU_ONLY_OPTIONS = ("NPUW_", "MAX_PROMPT_LEN", "MIN_RESPONSE_LEN", "GENERATE_HINT")
 
 
 @dataclass(frozen=True)
@@ -52,12 +50,11 @@ class Settings:
             )
 
 
-def options_for(device: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The options that apply to ``device``: NPU pipeline options go to NPU targets only, so one command can
-    compare ``--device cpu npu -o NPUW_DEVICES=CPU``."""
-    if device_kind(normalise_device(device)) == "NPU":
-        return dict(options)
-    return {k: v for k, v in options.items() if not str(k).upper().startswith(NPU_ONLY_OPTIONS)}
+def options_for(device: str, options: Mapping[str, Any], backend: str = "openvino") -> dict[str, Any]:
+    """The options that apply to ``backend`` on ``device``: NPU pipeline options go to OpenVINO NPU targets only,
+    OpenVINO properties to the OpenVINO backends only, so one command can compare
+    ``--device cpu npu --backend openvino transformers -o NPUW_DEVICES=CPU``."""
+    return route(options, backend, device_kind(normalise_device(device)))[0]
 
 
 def targets_for(
@@ -65,7 +62,7 @@ def targets_for(
 ) -> list[Target]:
     """One target per (backend, device) pair, in the order given, each with the options that apply to it."""
     return [
-        Target(model, device, backend, options_for(device, options))
+        Target(model, device, backend, options_for(device, options, backend))
         for backend in backends
         for device in devices
     ]

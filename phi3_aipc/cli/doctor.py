@@ -5,19 +5,36 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
+import json
 import sys
 
 from phi3_aipc.backends import BACKENDS
 from phi3_aipc.devices import DEVICE_KINDS, pick_device
-from phi3_aipc.errors import Phi3AIPCError
+from phi3_aipc.errors import InvalidParameterError, Phi3AIPCError, install_hint
 from phi3_aipc.paths import cache_root
 
 ONNX_BUILDS = ("onnxruntime-genai", "onnxruntime-genai-directml", "onnxruntime-genai-cuda")
-HELP = "Show the devices, the installed backends with their versions, and what device='auto' chooses."
+HELP = (
+    "Show the devices, the installed backends with their versions, and what device='auto' chooses; --check also "
+    "runs a short generation on each device and backend and prints a report to paste into a bug report."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser  # no options
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="Run a short generation (the packaged SmolLM2, and Phi-3-mini when cached) on every present device "
+        "with every installed backend; report OS, CPU, devices and drivers, versions, pass/fail, load time, TTFT, "
+        "tokens/s and errors.",
+    )
+    parser.add_argument("--json", action="store_true", help="With --check: print the report as JSON.")
+    parser.add_argument(
+        "--npu-on-cpu",
+        action="store_true",
+        help="With --check on a machine without an NPU: also run OpenVINO's NPU pipeline on the CPU "
+        "(NPUW_DEVICES=CPU), a check of that code path, not of an NPU.",
+    )
 
 
 def _version(package: str) -> str | None:
@@ -41,7 +58,8 @@ def onnx_genai_report() -> list[str]:
     builds = [f"{p} {v}" for p in ONNX_BUILDS if (v := _version(p))]
     if not builds:
         return [
-            "ONNX Runtime GenAI: not installed (pip install 'phi3-aipc[onnx]'; DirectML: 'phi3-aipc[directml]')"
+            f"ONNX Runtime GenAI: not installed ({install_hint('onnx')}; DirectML on Windows: "
+            "`pip install onnxruntime-genai-directml`)"
         ]
     lines = [f"ONNX Runtime GenAI builds: {', '.join(builds)}"]
     if len(builds) > 1:
@@ -65,12 +83,18 @@ def onnx_genai_report() -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.check:
+        return _run_check(args)
+    if args.json or args.npu_on_cpu:
+        raise InvalidParameterError(
+            "--json and --npu-on-cpu go with --check: phi3-aipc doctor --check --json"
+        )
     print("Backends:")
     for info in BACKENDS.values():
         # The onnx backend is served by whichever one of its builds (CPU, DirectML, CUDA) is installed.
         packages = ONNX_BUILDS if info.name == "onnx" else (info.package,)
         found = next((f"{p} {v}" for p in packages if (v := _version(p))), None)
-        state = found or f"not installed: pip install 'phi3-aipc[{info.extra}]'"
+        state = found or f"not installed: {install_hint(info.extra)}"
         print(f"  {info.name:<14} {state}   devices: {info.devices}")
     print("Device kinds (device=...):")
     for kind in DEVICE_KINDS.values():
@@ -87,8 +111,20 @@ def run(args: argparse.Namespace) -> int:
         except Phi3AIPCError as exc:
             print(f"device='auto' cannot pick: {exc}")
         if "NPU" not in names:
-            print("No NPU found. On Core Ultra laptops install the Intel NPU driver; see the README.")
+            print(
+                "No NPU found. On Core Ultra laptops install the Intel NPU driver (see docs/ai-pc-setup.md in the source tree), "
+                "then run `phi3-aipc doctor --check`."
+            )
     for line in onnx_genai_report():
         print(line)
     print(f"Cache (compiled models, exports): {cache_root()}")
+    print("Run `phi3-aipc doctor --check` to try a short generation on every device.")
     return 0
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from phi3_aipc.cli.selfcheck import format_report, report
+
+    data = report(npu_on_cpu=args.npu_on_cpu)
+    print(json.dumps(data, indent=2) if args.json else format_report(data))
+    return 1 if any(check["status"] == "fail" for check in data["checks"]) else 0

@@ -5,6 +5,7 @@
 - ``onnx``: the ONNX Runtime GenAI model builder and its checks.
 - ``cache``: the manifest, the source fingerprint and where auto-exports live (one cache for both formats).
 - ``build``: running an export into a named folder or the cache.
+- ``gguf``: a packaged GGUF converted once to an OpenVINO IR (CPU/GPU, and one repaired for the NPU pipeline).
 
 Nothing here is imported by a backend: the model resolver (``phi3_aipc.models``) drives auto-export.
 """

@@ -107,14 +107,14 @@ def build(model_arg: str, source: Path, out: Path, plan: ExportPlan, progress: b
     steps = STEPS[plan.to]
     started = time.perf_counter()
     try:
-        with _progress(len(steps), f"Exporting {plan.describe()}", progress) as bar:
+        with progress_bar(len(steps), f"Exporting {plan.describe()}", progress) as bar:
             for label, step in steps:
                 bar.set_postfix_str(label)
                 step(source, staging, plan)
                 bar.update(1)
         weights = openvino_export.weight_types(staging, plan) if plan.to == "openvino" else {}
         write_manifest(staging, model_arg, source, plan, time.perf_counter() - started, weights)
-        _move_into_place(staging, out, replace=replace)
+        move_into_place(staging, out, replace=replace)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
@@ -134,7 +134,7 @@ class _NoBar:
         return None
 
 
-def _progress(total: int, desc: str, enabled: bool) -> Any:
+def progress_bar(total: int, desc: str, enabled: bool) -> Any:
     if not enabled:
         return _NoBar()
     from tqdm.auto import tqdm
@@ -143,7 +143,7 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="step", file=sys.stderr)
 
 
-def _move_into_place(staging: Path, out: Path, *, replace: bool) -> None:
+def move_into_place(staging: Path, out: Path, *, replace: bool) -> None:
     if replace and out.exists():
         # Only an empty folder or an earlier export of ours gets here (see _check_out).
         shutil.rmtree(out)

@@ -34,6 +34,8 @@ EXPORTER_PACKAGES = {
         "transformers",
         "torch",
     ),
+    # A GGUF converted by OpenVINO GenAI's own reader (phi3_aipc.export.gguf).
+    "gguf": ("openvino-genai", "openvino", "openvino-tokenizers"),
     "onnx": (
         "onnxruntime-genai",
         "onnxruntime-genai-directml",
@@ -46,8 +48,13 @@ EXPORTER_PACKAGES = {
 
 
 def fingerprint(source: Path) -> str:
-    """Names, sizes and modification times of the checkpoint's files: cheap, and changes when a file does."""
+    """Names, sizes and modification times of the checkpoint's files (or of one model file, e.g. a GGUF): cheap,
+    and changes when a file does."""
     digest = hashlib.sha256()
+    if source.is_file():
+        stat = source.stat()
+        digest.update(f"{source.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
     for path in sorted(source.rglob("*")):
         if path.is_file() and not any(part.startswith(".") for part in path.relative_to(source).parts):
             stat = path.stat()
@@ -72,6 +79,12 @@ def _versions(to: str) -> tuple[tuple[str, str], ...]:
     return tuple(found.items())
 
 
+def exporter(source: Path, plan: ExportPlan) -> str:
+    """The ``EXPORTER_PACKAGES`` key of an export: a GGUF file is converted by OpenVINO GenAI, a folder by
+    ``plan.to``'s exporter."""
+    return "gguf" if source.suffix.lower() == ".gguf" else plan.to
+
+
 def exports_dir() -> Path:
     return cache_root() / "exports"
 
@@ -85,7 +98,7 @@ def export_cache_path(source: Path, plan: ExportPlan) -> Path:
             "source": str(source),
             "files": fingerprint(source),
             "plan": plan.as_dict(),
-            "versions": exporter_versions(plan.to),
+            "versions": exporter_versions(exporter(source, plan)),
         },
         sort_keys=True,
     )
@@ -113,7 +126,7 @@ def write_manifest(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "source": {"model": model_arg, "path": str(source), "fingerprint": fingerprint(source)},
         "options": plan.as_dict(),
-        "versions": exporter_versions(plan.to),
+        "versions": exporter_versions(exporter(source, plan)),
         "weight_types": weight_types,
         "export_seconds": round(seconds, 2),
         "size_bytes": sum(files.values()),

@@ -56,7 +56,7 @@ _SIDECAR_FILES = (
 )
 
 
-def _import(module: str, package: str, extra: str) -> Any:
+def import_backend_module(module: str, package: str, extra: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
@@ -72,9 +72,9 @@ def ensure_openvino_tokenizer(model_dir: Path) -> None:
     model_dir = Path(model_dir)
     if (model_dir / OV_TOKENIZER).is_file() and (model_dir / OV_DETOKENIZER).is_file():
         return
-    ov = _import("openvino", "openvino", "openvino")
-    ov_tokenizers = _import("openvino_tokenizers", "openvino-tokenizers", "openvino")
-    transformers = _import("transformers", "transformers", "openvino")
+    ov = import_backend_module("openvino", "openvino", "openvino")
+    ov_tokenizers = import_backend_module("openvino_tokenizers", "openvino-tokenizers", "openvino")
+    transformers = import_backend_module("transformers", "transformers", "openvino")
     if not any((model_dir / name).is_file() for name in HF_TOKENIZER_FILES):
         raise InvalidModelFileError(
             f"The OpenVINO model in '{model_dir}' has no tokenizer: neither {OV_TOKENIZER} nor Hugging Face "
@@ -158,8 +158,8 @@ def export_openvino(
 
 
 def _export_float(hf_dir: Path, out_dir: Path, weight_format: str) -> None:
-    exporters = _import("optimum.exporters.openvino", "optimum-intel", "export")
-    intel = _import("optimum.intel", "optimum-intel", "export")
+    exporters = import_backend_module("optimum.exporters.openvino", "optimum-intel", "export")
+    intel = import_backend_module("optimum.intel", "optimum-intel", "export")
     # An explicit OVConfig also stops optimum's automatic int8 compression of models over 1B parameters.
     exporters.main_export(
         model_name_or_path=str(hf_dir),
@@ -183,8 +183,8 @@ def _export_compressed(
     ratio: float | None,
     fallback: str | None = None,
 ) -> None:
-    intel = _import("optimum.intel", "optimum-intel", "export")
-    _import("nncf", "nncf", "export")
+    intel = import_backend_module("optimum.intel", "optimum-intel", "export")
+    import_backend_module("nncf", "nncf", "export")
     bits = 8 if weight_format == "int8" else 4
     options: dict[str, Any] = {"bits": bits, "sym": sym}
     if bits == 8:

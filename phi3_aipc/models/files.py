@@ -24,6 +24,8 @@ _FOLDER_MARKERS: tuple[tuple[str, ArtifactFormat], ...] = (
     ("config.json", "hf-checkpoint"),
 )
 _MODEL_SUFFIXES = (".gguf", ".xml", ".onnx")
+#: What a GGUF's metadata said, kept next to the OpenVINO IR converted from it (an IR has no config.json).
+FACTS_FILE = "phi3_aipc_model_facts.json"
 # GGUF token types (gguf.TokenType): CONTROL and USER_DEFINED are the tokens a chat template's markers use.
 _GGUF_SPECIAL_TYPES = (3, 4)
 
@@ -81,6 +83,8 @@ def detect_format(path: Path) -> tuple[Path, ArtifactFormat]:
 def read_facts(path: Path, fmt: ArtifactFormat) -> ModelFacts:
     """Context window, architecture, vocabulary and special tokens from the model's metadata; GGUFs are validated."""
     marker = path if fmt == "gguf" else path / ("genai_config.json" if fmt == "onnx" else "config.json")
+    if fmt == "openvino-ir" and not marker.is_file() and (path / FACTS_FILE).is_file():
+        marker = path / FACTS_FILE
     try:
         stat = marker.stat()
     except FileNotFoundError:
@@ -100,6 +104,14 @@ def _folder_facts(folder: str, fmt: ArtifactFormat, mtime_ns: int) -> ModelFacts
         return ModelFacts(
             _int(model.get("context_length")), model.get("type"), _int(model.get("vocab_size")), specials
         )
+    if fmt == "openvino-ir" and not (path / "config.json").is_file():
+        saved = _read_json(path / FACTS_FILE)
+        return ModelFacts(
+            _int(saved.get("context_window")),
+            saved.get("model_type"),
+            _int(saved.get("vocab_size")),
+            frozenset(str(t) for t in saved.get("special_tokens") or ()),
+        )
     config = _read_json(path / "config.json")
     return ModelFacts(
         _int(config.get("max_position_embeddings")),
@@ -107,6 +119,17 @@ def _folder_facts(folder: str, fmt: ArtifactFormat, mtime_ns: int) -> ModelFacts
         _int(config.get("vocab_size")),
         specials,
     )
+
+
+def save_facts(folder: Path, facts: ModelFacts) -> None:
+    """Keep ``facts`` (read from a GGUF) next to the IR converted from it, where ``read_facts`` finds them."""
+    saved = {
+        "context_window": facts.context_window,
+        "model_type": facts.model_type,
+        "vocab_size": facts.vocab_size,
+        "special_tokens": sorted(facts.special_tokens),
+    }
+    (folder / FACTS_FILE).write_text(json.dumps(saved, indent=2) + "\n")
 
 
 @functools.lru_cache(maxsize=64)

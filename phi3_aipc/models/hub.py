@@ -14,6 +14,13 @@ def is_repo_id(model: str) -> bool:
     return bool(_REPO_ID.match(model))
 
 
+def _hub_cache() -> str:
+    """Where huggingface_hub keeps downloads on this machine (HF_HUB_CACHE / HF_HOME decide it)."""
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
 def fetch(repo_id: str, *, subfolder: str | None = None, revision: str | None = None, what: str = "") -> Path:
     """The repo's local snapshot (at ``revision``: a branch, tag or commit), from the cache or downloaded into it.
 
@@ -30,8 +37,9 @@ def fetch(repo_id: str, *, subfolder: str | None = None, revision: str | None = 
     include = f" --include '{subfolder}/*'" if subfolder else ""
     at = f" --revision {revision}" if revision else ""
     how = (
-        f"Connect to the internet once, or download it with `hf download {repo_id}{include}{at}` and copy the "
-        f"Hugging Face cache here, or pass a local model path instead."
+        f"Download it once on a connected machine with `hf download {repo_id}{include}{at}` (the `hf` command "
+        f"comes with huggingface_hub), then copy that machine's Hugging Face cache to {_hub_cache()} here (or "
+        f"set HF_HUB_CACHE to where it is); or pass a local model path instead."
     )
     try:
         root = snapshot_download(repo_id, revision=revision, allow_patterns=patterns, local_files_only=True)

@@ -1,21 +1,25 @@
 """The one model resolver: whatever the caller wrote -> an ``Artifact`` the chosen backend can run as it is.
 
 alias / catalogue id -> pre-converted build for the device (or the packaged file), else a local path, else a Hub
-repo; then the artifact is checked (a GGUF is validated, an IR gets its tokenizer IR), and a Hugging Face
-checkpoint is exported once into the cache when the backend needs another format.
+repo; then the artifact is checked (a GGUF is validated, an IR gets its tokenizer IR), a packaged GGUF becomes an
+OpenVINO IR once (``phi3_aipc.export.gguf``), and a Hugging Face checkpoint is exported once into the cache when the
+backend needs another format.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from phi3_aipc import devices
-from phi3_aipc.errors import InvalidParameterError, ModelNotFoundError
+from phi3_aipc.errors import CacheNotWritableError, InvalidParameterError, ModelNotFoundError
 from phi3_aipc.families import ModelFamily, detect_family
 from phi3_aipc.models import catalogue, files, hub
 from phi3_aipc.models.catalogue import DEFAULT_MODEL, KnownModel
 from phi3_aipc.models.files import ArtifactFormat
+
+log = logging.getLogger(__name__)
 
 # Formats a Hugging Face checkpoint can be exported to, and the exporter (``phi3_aipc.export`` target) for each.
 _EXPORT_TARGETS: dict[str, str] = {"openvino-ir": "openvino", "onnx": "onnx"}
@@ -74,6 +78,8 @@ def resolve(
         model_id = known.id
     else:
         path, fmt, model_id = _from_path_or_hub(text, revision)
+    if fmt == "gguf" and "openvino-ir" in info.formats:
+        path, fmt = _gguf_as_ir(path, kind, model_id)
     if fmt not in info.formats:
         path, fmt = _convert(path, fmt, kind, info.name, info.formats, precision, model_id)
     _check_tokenizer(path, fmt, info.tokenizer)
@@ -177,6 +183,31 @@ def _convert(
     provider = devices.DEVICE_KINDS[kind].onnx_provider if to == "onnx" else None
     plan = plan_export(to, _preset(kind), precision, provider=provider)
     return auto_export(path, plan, model_arg=model_id), target  # type: ignore[return-value]
+
+
+def _gguf_as_ir(path: Path, kind: str, model_id: str) -> tuple[Path, ArtifactFormat]:
+    """A packaged GGUF becomes an OpenVINO IR in the cache on first use (later loads skip the GGUF graph build,
+    and the NPU pipeline can run it); any other GGUF is loaded as it is, which the NPU pipeline cannot do."""
+    known = catalogue.find(model_id)
+    if known is not None and known.packaged is not None:
+        from phi3_aipc.export.gguf import convert_gguf
+
+        # The CPU and GPU take the GGUF's own weights: one IR serves both.
+        preset = "npu" if kind == "NPU" else "cpu"
+        try:
+            return convert_gguf(path, preset, model_arg=model_id), "openvino-ir"
+        except CacheNotWritableError as exc:
+            if kind == "NPU":
+                raise
+            # The CPU and GPU can still load the GGUF itself, only more slowly: the model must not fail for that.
+            log.warning("%s Loading the GGUF itself (slower) instead of its IR.", exc)
+    if kind == "NPU":
+        raise ModelNotFoundError(
+            f"OpenVINO GenAI's NPU pipeline cannot run a GGUF file ('{path}'). Export the original Hugging Face "
+            f"checkpoint for the NPU (`phi3-aipc export CHECKPOINT OUT --for npu`) and pass OUT, or run the GGUF "
+            f"on device='cpu' or 'gpu'."
+        )
+    return path, "gguf"
 
 
 def _check_tokenizer(path: Path, fmt: ArtifactFormat, tokenizer: str) -> None:

@@ -72,8 +72,13 @@ def test_broken_gguf_is_refused_before_openvino_sees_it(
 
 @pytest.mark.smollm2
 def test_the_gguf_states_its_context_window_and_special_tokens(smollm2_gguf: Path) -> None:
+    from phi3_aipc.models.files import read_facts
+
+    facts = read_facts(smollm2_gguf, "gguf")
+    assert facts.context_window == 8192 and facts.model_type == "llama"
+    # The packaged GGUF runs from its IR conversion, which keeps what the GGUF said.
     artifact = resolve(str(smollm2_gguf), "CPU", "openvino")
-    assert artifact.format == "gguf" and artifact.model_id == "smollm2"
+    assert artifact.format == "openvino-ir" and artifact.model_id == "smollm2"
     assert artifact.context_window == 8192
     assert {"<|im_start|>", "<|im_end|>", "<|endoftext|>"} <= artifact.special_tokens
     assert "hello" not in artifact.special_tokens
@@ -171,15 +176,31 @@ def test_an_export_into_an_unwritable_cache_names_the_directory(
     assert str(unwritable_cache) in str(info.value)
 
 
+@pytest.mark.smollm2
+def test_the_packaged_gguf_loads_itself_when_its_ir_cannot_be_written(
+    unwritable_cache: Path, smollm2_gguf: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from phi3_aipc.models import resolve
+
+    with caplog.at_level(logging.WARNING, logger="phi3_aipc.models.resolve"):
+        artifact = resolve("smollm2", "CPU", "openvino")
+    assert artifact.format == "gguf" and artifact.path.resolve() == smollm2_gguf.resolve()
+    assert "Loading the GGUF itself" in caplog.text and str(unwritable_cache) in caplog.text
+    with pytest.raises(CacheNotWritableError, match="PHI3_AIPC_CACHE"):
+        resolve("smollm2", "NPU", "openvino")  # the NPU pipeline cannot run the GGUF itself
+
+
 def test_without_the_gguf_package_a_gguf_is_not_loaded_unchecked(
-    smollm2_gguf: Path, monkeypatch: pytest.MonkeyPatch
+    smollm2_gguf: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     import sys
 
+    # A GGUF of the user's own (the packaged one may already be converted to an IR in the cache).
+    mine = shutil.copyfile(smollm2_gguf, tmp_path / "mine.gguf")
     from phi3_aipc.errors import BackendNotInstalledError
     from phi3_aipc.models import files
 
     files._gguf_facts.cache_clear()  # forget earlier checks of this file
     monkeypatch.setitem(sys.modules, "gguf", None)  # as if the package were not installed
-    with pytest.raises(BackendNotInstalledError, match="'gguf' package.*phi3-aipc\\[openvino\\]"):
-        get_engine(str(smollm2_gguf), "cpu")
+    with pytest.raises(BackendNotInstalledError, match=r"'gguf' package.*pip install -e \"\.\[openvino\]\""):
+        get_engine(str(mine), "cpu")
