@@ -125,6 +125,9 @@ def test_ctrl_c_stops_the_answer_but_not_the_session() -> None:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # A shell's background job ignores SIGINT, and Python keeps an inherited SIG_IGN (no KeyboardInterrupt):
+        # give the chat the terminal's default, as a user's shell does.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen = bytearray()
     deadline = time.monotonic() + 240  # a generous bound against a hang, not a speed check
