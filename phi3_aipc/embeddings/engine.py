@@ -155,13 +155,20 @@ class EmbeddingEngine(_EncoderEngine):
         if not texts:
             return []
         prefix = self.settings.embed_instruction
-        self._warn_if_truncated(self.count_tokens([prefix + t for t in texts]), "texts")
+        lengths = self.count_tokens([prefix + t for t in texts])
+        self._warn_if_truncated(lengths, "texts")
         step = 1 if self.is_npu else size
-        vectors: list[list[float]] = []
+        # A batch is padded to its longest text: batching texts of similar length wastes the least compute
+        # (sentence-transformers does the same). The vectors go back in the caller's order.
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        vectors: list[list[float]] = [[] for _ in texts]
         for start in range(0, len(texts), step):
+            chunk = order[start : start + step]
             with self._lock:
-                vectors.extend(self._pipe.embed_documents(texts[start : start + step]))
-        return [list(map(float, v)) for v in vectors]
+                computed = self._pipe.embed_documents([texts[i] for i in chunk])
+            for i, vector in zip(chunk, computed, strict=True):
+                vectors[i] = list(map(float, vector))
+        return vectors
 
     def embed_query(self, text: str) -> list[float]:
         """The vector of a search query (with the model's query instruction, if it has one)."""
