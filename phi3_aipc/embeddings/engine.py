@@ -34,6 +34,8 @@ from phi3_aipc.paths import compile_cache_dir
 
 #: Texts per pipeline call on the CPU and GPU when the caller names no batch size.
 DEFAULT_BATCH_SIZE = 32
+# Tokens a tokenizer may add that cover no text ([CLS], [SEP], a BOS, a prefix space), with room to spare.
+_MAX_SPECIAL_TOKENS = 8
 _POOLING_NAMES = {"cls": "CLS", "mean": "MEAN", "last_token": "LAST_TOKEN"}
 
 
@@ -109,14 +111,19 @@ class _EncoderEngine:
         encoded = self._tokenizer.encode(list(texts))
         return [int(n) for n in encoded.attention_mask.data.sum(axis=1)]
 
-    def _warn_if_truncated(self, lengths: list[int], what: str) -> None:
-        over = [n for n in lengths if n > self.max_length]
+    def _warn_if_truncated(self, texts: Sequence[str], what: str, extra_tokens: int = 0) -> None:
+        """Warn when a text (plus ``extra_tokens``) is over max_length: the pipeline cuts it there."""
+        # Every token covers at least one byte of text, so a text this short cannot overflow: tokenizing it only to
+        # learn that would cost as much as a tenth of a query's time.
+        limit = self.max_length - _MAX_SPECIAL_TOKENS - extra_tokens
+        unsure = [t for t in texts if len(t.encode()) > limit]
+        over = [n for n in self.count_tokens(unsure) if n + extra_tokens > self.max_length]
         if over:
             warnings.warn(
-                f"{len(over)} of {len(lengths)} {what} exceed {self.artifact.model_id}'s max_length of "
-                f"{self.max_length} tokens (the longest has {max(over)}); each was truncated to its first "
-                f"{self.max_length} tokens, so the rest of it is not searchable. Split long documents into chunks "
-                f"(e.g. with a text splitter) of at most {self.max_length} tokens.",
+                f"{len(over)} of {len(texts)} {what} exceed {self.artifact.model_id}'s max_length of "
+                f"{self.max_length} tokens (the longest has {max(over) + extra_tokens}); each was truncated to its "
+                f"first {self.max_length} tokens, so the rest of it is not searchable. Split long documents into "
+                f"chunks (e.g. with a text splitter) of at most {self.max_length} tokens.",
                 InputTruncatedWarning,
                 stacklevel=4,
             )
@@ -155,12 +162,11 @@ class EmbeddingEngine(_EncoderEngine):
         if not texts:
             return []
         prefix = self.settings.embed_instruction
-        lengths = self.count_tokens([prefix + t for t in texts])
-        self._warn_if_truncated(lengths, "texts")
+        self._warn_if_truncated([prefix + t for t in texts], "texts")
         step = 1 if self.is_npu else size
         # A batch is padded to its longest text: batching texts of similar length wastes the least compute
         # (sentence-transformers does the same). The vectors go back in the caller's order.
-        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         vectors: list[list[float]] = [[] for _ in texts]
         for start in range(0, len(texts), step):
             chunk = order[start : start + step]
@@ -173,7 +179,7 @@ class EmbeddingEngine(_EncoderEngine):
     def embed_query(self, text: str) -> list[float]:
         """The vector of a search query (with the model's query instruction, if it has one)."""
         text = _check_text(text, "text")
-        self._warn_if_truncated(self.count_tokens([self.settings.query_instruction + text]), "queries")
+        self._warn_if_truncated([self.settings.query_instruction + text], "queries")
         with self._lock:
             return list(map(float, self._pipe.embed_query(text)))
 
@@ -205,9 +211,8 @@ class RerankEngine(_EncoderEngine):
         if not documents:
             return []
         # A pair is [CLS] query [SEP] document [SEP]: the two counts overlap by one special token.
-        query_tokens = self.count_tokens([query])[0]
         self._warn_if_truncated(
-            [query_tokens + n - 1 for n in self.count_tokens(documents)], "query-document pairs"
+            documents, "query-document pairs", extra_tokens=self.count_tokens([query])[0] - 1
         )
         with self._lock:
             if self.is_npu:
