@@ -17,6 +17,9 @@ IR_MARKER = "openvino_model.xml"
 # What an encoder needs from a Hub repo: sentence-transformers repos also hold ONNX and OpenVINO variants
 # (hundreds of MB) that the export never reads.
 _HUB_PATTERNS = [
+    # An OpenVINO IR at the repo's root is used as it is (OpenVINO/* repos); 'openvino/...' subfolders are not.
+    "openvino_*.xml",
+    "openvino_*.bin",
     "*.json",
     "*.txt",
     "*.model",

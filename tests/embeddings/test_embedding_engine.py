@@ -99,9 +99,9 @@ def test_batch_size_does_not_change_the_vectors(minilm_cpu, parity_sentences) ->
 def test_every_spelling_of_the_model_shares_one_engine(minilm_cpu, minilm_hf: Path) -> None:
     assert get_embedding_engine(DEFAULT_EMBEDDING_MODEL, " CPU ") is minilm_cpu
     assert get_embedding_engine("all-minilm-l6-v2", "cpu") is minilm_cpu
-    # The packaged folder itself is exported to the same cached IR: same engine.
-    by_path = get_embedding_engine(minilm_hf, "cpu", pooling="mean", max_length=256)
-    assert by_path is minilm_cpu
+    # The packaged folder, named by path, has the same settings (read from its sentence-transformers files) and
+    # is exported to the same cached IR: same engine.
+    assert get_embedding_engine(minilm_hf, "cpu") is minilm_cpu
     # The exported IR folder is used as it is.
     assert resolve_encoder(minilm_cpu.artifact.path, "embed").path == minilm_cpu.artifact.path
 
@@ -112,6 +112,25 @@ def test_concurrent_callers_get_their_own_vectors(minilm_cpu, parity_sentences) 
     with ThreadPoolExecutor(max_workers=4) as pool:
         got = list(pool.map(lambda t: minilm_cpu.embed_documents([t])[0], texts))
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_a_hub_repo_in_the_huggingface_cache_is_found_offline(minilm_cpu, tmp_path, monkeypatch) -> None:
+    from huggingface_hub import constants
+
+    # The layout huggingface_hub writes: refs/main names the snapshot, whose files link to blobs.
+    repo = tmp_path / "models--OpenVINO--all-MiniLM-L6-v2-ov"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    for file in minilm_cpu.artifact.path.iterdir():
+        (snapshot / file.name).symlink_to(file)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    found = resolve_encoder("OpenVINO/all-MiniLM-L6-v2-ov", "embed")
+    assert found.path == snapshot and found.model_id == "OpenVINO/all-MiniLM-L6-v2-ov"
+    with pytest.raises(ModelNotFoundError, match="Could not find the encoder 'OpenVINO/not-cached'"):
+        resolve_encoder("OpenVINO/not-cached", "embed")
 
 
 # -- the catalogue row agrees with the model's own files ------------------------------------------------------------
