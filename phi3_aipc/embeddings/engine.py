@@ -125,7 +125,7 @@ class _EncoderEngine:
                 f"first {self.max_length} tokens, so the rest of it is not searchable. Split long documents into "
                 f"chunks (e.g. with a text splitter) of at most {self.max_length} tokens.",
                 InputTruncatedWarning,
-                stacklevel=4,
+                stacklevel=3,  # the caller of embed_documents / embed_query / rerank
             )
 
 
