@@ -41,7 +41,7 @@ def lines_of(command: str) -> list[list[str]]:
 
 def test_the_readme_shows_every_command_and_nothing_else() -> None:
     assert {argv[0] for argv in cli_lines()} == set(COMMANDS)
-    assert len(README.read_text().splitlines()) <= 220, "the README stays short; details go to docs/"
+    assert len(README.read_text().splitlines()) <= 240, "the README stays short; details go to docs/"
 
 
 # Small budgets appended to a line that runs the NPU pipeline on the CPU: its engine is then the one the NPU tests of
