@@ -52,7 +52,7 @@ def _weights(folder: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     return {
         name: (kind, tuple(int(d) for d in shape.split(",") if d.strip()))
         for name, kind, shape in _CONST.findall(xml)
-        if name.endswith("_orig_weight")
+        if name.endswith("weight")  # the weights themselves, not their scales or zero points
     }
 
 
