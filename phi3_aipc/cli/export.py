@@ -12,7 +12,7 @@ HELP = "Export a Hugging Face model for the NPU, GPU or CPU (OpenVINO IR or ONNX
 EPILOG = """presets (--for):
   npu  int4, symmetric, channel-wise (or --group-size 128); nothing else runs on the NPU
   gpu  int4 symmetric, group 128, ratio 0.6 (the Phi-3 AI PC recipe); int8/fp16/fp32 allowed
-  cpu  int4 symmetric channel-wise (default); int4 groups (--group-size 128), int8, fp16, fp32 allowed
+  cpu  int8 (default) or int4 symmetric group 128; fp16/fp32 allowed
 examples:
   phi3-aipc export microsoft/Phi-3-mini-4k-instruct phi3-npu --for npu
   phi3-aipc export microsoft/Phi-3-mini-4k-instruct phi3-gpu --for gpu

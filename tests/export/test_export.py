@@ -47,7 +47,7 @@ def user_cache(tmp_path_factory: pytest.TempPathFactory):
 def exported(
     tiny_phi3_hf: Path, tmp_path_factory: pytest.TempPathFactory, user_cache: Path
 ) -> dict[str, Path]:
-    """One export per preset (the CPU preset comes from auto_exported). fp16 goes through the CLI."""
+    """One export per preset (int8 for the CPU comes from auto_exported). fp16 goes through the CLI."""
     root = tmp_path_factory.mktemp("exports")
     out = {"fp16-cpu": root / "fp16-cpu"}
     rc = cli_main(["export", str(tiny_phi3_hf), str(out["fp16-cpu"]), "--precision", "fp16", "--quiet"])
@@ -83,12 +83,12 @@ def test_fp16_cpu_export_via_cli_runs_on_openvino(exported: dict[str, Path]) -> 
     assert result.completion_tokens == 6 and result.text
 
 
-def test_int4_cpu_export_is_symmetric_int4_and_runs_on_openvino(auto_exported: dict) -> None:
-    """The CPU preset is symmetric int4 (tests/export/test_cpu_preset.py has the rest); the auto-export made it."""
+def test_int8_cpu_export_is_int8_and_runs_on_openvino(auto_exported: dict) -> None:
+    """The CPU preset is int8; the auto-export made it (one export fewer for the suite)."""
     folder = auto_exported["folder"]
-    assert read_manifest(folder)["options"]["precision"] == "int4"
+    assert read_manifest(folder)["options"]["precision"] == "int8"
     types = _weight_types(folder)
-    assert types["i4"] > 0 and types["u4"] == 0
+    assert types["u8"] + types["i8"] > 0 and types["i4"] + types["u4"] == 0
     result = _load(folder, "openvino").generate(MESSAGES, FORCED)
     assert result.completion_tokens == 6 and result.text
 
@@ -130,7 +130,7 @@ def test_npu_preset_is_symmetric_int4_and_runs_on_the_npu_pipeline(exported: dic
 def test_every_export_has_tokenizer_ir_and_manifest(
     exported: dict[str, Path], auto_exported: dict, tiny_phi3_hf: Path
 ) -> None:
-    for name, folder in {**exported, "int4-cpu": auto_exported["folder"]}.items():
+    for name, folder in {**exported, "int8-cpu": auto_exported["folder"]}.items():
         assert (folder / "openvino_tokenizer.xml").is_file() and (
             folder / "openvino_detokenizer.xml"
         ).is_file()
@@ -144,13 +144,12 @@ def test_every_export_has_tokenizer_ir_and_manifest(
         assert not [p for p in folder.parent.iterdir() if ".partial-" in p.name]
 
 
-def test_int4_is_smaller_than_int4_int8_mix_than_fp16(exported: dict[str, Path], auto_exported: dict) -> None:
+def test_int4_is_smaller_than_int8_than_fp16(exported: dict[str, Path], auto_exported: dict) -> None:
     def weights(folder: Path) -> int:
         return (folder / "openvino_model.bin").stat().st_size
 
-    # The GPU recipe keeps 40% of the layers int8 (ratio 0.6); the CPU preset is int4 throughout.
-    fp16, mixed, int4 = exported["fp16-cpu"], exported["int4-gpu"], auto_exported["folder"]
-    assert weights(int4) < weights(mixed) < weights(fp16)
+    fp16, int8, int4 = exported["fp16-cpu"], auto_exported["folder"], exported["int4-npu"]
+    assert weights(int4) < weights(int8) < weights(fp16)
 
 
 def test_existing_export_needs_force(exported: dict[str, Path], tiny_phi3_hf: Path) -> None:
@@ -204,7 +203,7 @@ def auto_exported(tiny_phi3_hf: Path, user_cache: Path) -> dict:
 
 def test_auto_export_runs_once_and_is_reused(tiny_phi3_hf: Path, auto_exported: dict) -> None:
     folder, manifest = auto_exported["folder"], auto_exported["manifest"]
-    assert manifest["options"]["precision"] == "int4" and manifest["options"]["device"] == "cpu"
+    assert manifest["options"]["precision"] == "int8" and manifest["options"]["device"] == "cpu"
     assert manifest["source"]["path"] == str(tiny_phi3_hf)
     # A second load, by the same backend and by optimum-intel, reuses the export: same folder, same files.
     again = _load(tiny_phi3_hf, "openvino")
@@ -272,7 +271,7 @@ def test_presets() -> None:
         "provider": None,
     }
     assert plan_export(device="npu", group_size=128).group_size == 128
-    assert plan_export(device="cpu").precision == "int4"
+    assert plan_export(device="cpu").precision == "int8"
     assert plan_export(device="cpu", precision="int4").sym is True
     assert plan_export(to="onnx", device="gpu", precision="int4").device == "gpu"
 
