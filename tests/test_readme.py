@@ -22,7 +22,10 @@ pytestmark = [pytest.mark.smollm2, pytest.mark.slow]
 pytest.importorskip("openvino_genai")
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-OFFLINE_NOT_POSSIBLE = {"export", "serve"}  # export downloads a checkpoint; serve runs Phi-3-mini (tests/server)
+OFFLINE_NOT_POSSIBLE = {
+    "export",
+    "serve",
+}  # export downloads a checkpoint; serve runs Phi-3-mini (tests/server)
 
 
 def readme_blocks(language: str) -> list[str]:
