@@ -21,7 +21,7 @@ from typing import Literal
 
 from phi3_aipc.errors import ExportError, ModelNotFoundError
 from phi3_aipc.export.cache import MANIFEST_NAME, exporter_versions, exports_dir, fingerprint, is_complete
-from phi3_aipc.export.openvino import OV_TOKENIZER, _import, ensure_openvino_tokenizer
+from phi3_aipc.export.openvino import OV_TOKENIZER, ensure_openvino_tokenizer, import_backend_module
 from phi3_aipc.paths import writable_cache_dir
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,8 @@ def auto_export_encoder(source: Path, task: EncoderTask, *, model_arg: str | Non
 
 def export_encoder(source: Path, out: Path, task: EncoderTask) -> Path:
     """Export checkpoint ``source`` into ``out`` with optimum-intel (fp32), plus the tokenizer IR."""
-    exporters = _import("optimum.exporters.openvino", "optimum-intel", "export")
-    intel = _import("optimum.intel", "optimum-intel", "export")
+    exporters = import_backend_module("optimum.exporters.openvino", "optimum-intel", "export")
+    intel = import_backend_module("optimum.intel", "optimum-intel", "export")
     exporters.main_export(
         model_name_or_path=str(source),
         output=out,
