@@ -106,8 +106,11 @@ def test_onnx_sampled_and_constrained_calls_start_fresh(smollm2_ort_path: Path) 
 @pytest.mark.smollm2
 def test_openvino_cpu_prefix_caching_is_token_identical(smollm2_gguf: Path) -> None:
     pytest.importorskip("openvino_genai")
-    on = get_engine(str(smollm2_gguf), "cpu", "openvino")
-    off = get_engine(str(smollm2_gguf), "cpu", "openvino", {"prefix_reuse": False})
+    # f32 on every CPU: an AVX-512/BF16 machine would otherwise compute in bf16, where a cached block and a fresh
+    # one may round apart; the comparison is of the cache, not of this CPU's precision.
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}
+    on = get_engine(str(smollm2_gguf), "cpu", "openvino", f32)
+    off = get_engine(str(smollm2_gguf), "cpu", "openvino", {**f32, "prefix_reuse": False})
     # Each conversation's second turn extends its first, with the other conversation's turn in between.
     try:
         assert _interleaved(on) == _interleaved(off)
