@@ -32,9 +32,14 @@ CAPITALS = [
 ]
 
 
+# f32 on every CPU: on an AVX-512/BF16 machine a batched and a lone step could round apart in bf16; the comparisons
+# below are of batching, not of this CPU's precision.
+F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
 @pytest.fixture(scope="module")
 def batching() -> Engine:
-    engine = get_engine("smollm2", "cpu", backend="openvino-batching")
+    engine = get_engine("smollm2", "cpu", backend="openvino-batching", options=F32)
     assert engine.backend_name == "openvino-batching" and engine.backend.concurrent
     return engine
 
@@ -98,7 +103,7 @@ def test_concurrent_greedy_answers_equal_their_lone_runs(batching: Engine, overl
     assert [r.text for r in together] == [r.text for r in alone]
     assert [r.completion_tokens for r in together] == [r.completion_tokens for r in alone]
     # And as the serialising pipeline answers them (the same model through LLMPipeline).
-    serial = get_engine("smollm2", "cpu")
+    serial = get_engine("smollm2", "cpu", options=F32)
     assert [serial.generate(ask(q), params).text for q in CAPITALS[:2]] == [r.text for r in alone[:2]]
 
 
@@ -204,7 +209,7 @@ def test_langchain_batch_runs_together(batching: Engine, overlap: list[int]) -> 
     pytest.importorskip("langchain_core")
     from langchain_phi3_aipc import ChatPhi3AIPC
 
-    llm = ChatPhi3AIPC(model="smollm2", device="cpu", backend="openvino-batching", max_tokens=12)
+    llm = ChatPhi3AIPC(model="smollm2", device="cpu", backend="openvino-batching", options=F32, max_tokens=12)
     alone = [batching.generate(ask(q), GenerationParams(max_new_tokens=12)).text for q in CAPITALS[:4]]
     overlap[0] = 0
     answers = llm.batch(CAPITALS[:4], config={"max_concurrency": 4})
