@@ -53,3 +53,15 @@ def smollm2_gguf() -> Path:
         return smollm2_gguf_path()
     except ModelNotFoundError as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def qwen_coder(model_cache: Path) -> str:
+    """Qwen2.5-Coder-0.5B-Instruct, a tool-trained model: the path to load (its GGUF, assembled from six pinned
+    PyPI wheels; see phi3_aipc.testing.qwen). $PHI3_AIPC_TEST_QWEN overrides it with a model folder or file."""
+    override = os.environ.get("PHI3_AIPC_TEST_QWEN")
+    if override:
+        return override
+    from phi3_aipc.testing.qwen import qwen_coder_gguf
+
+    return str(qwen_coder_gguf(model_cache))
