@@ -23,6 +23,7 @@ from phi3_aipc import (
     UnknownBackendError,
     get_engine,
 )
+from phi3_aipc.testing.precision import LLM_F32
 
 # The NPU's static-shape pipeline, executed on the CPU by OpenVINO's NPUW: this is how CI checks the NPU code path.
 # It is not a real NPU, and says nothing about NPU speed or drivers.
@@ -34,7 +35,7 @@ GREEDY = GenerationParams(max_new_tokens=24, ignore_eos=True)
 
 # OpenVINO computes in bf16 on CPUs that support it (this one does); token-exact parity with transformers in fp32
 # needs f32 compute.
-F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+F32 = LLM_F32
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from phi3_aipc.backends import load_backend
 from phi3_aipc.backends.options import parse_flag
 from phi3_aipc.engine import clear_engines, release_engine
 from phi3_aipc.models import resolve
+from phi3_aipc.testing.precision import LLM_F32
 
 pytest.importorskip("openvino_genai")
 
@@ -98,12 +99,12 @@ def test_smollm2_alias_and_its_gguf_path_share_one_engine(smollm2_gguf: Path) ->
 
 def test_different_options_are_different_engines_and_release_frees_one(tiny_phi3_ov: Path) -> None:
     default = get_engine(str(tiny_phi3_ov), "cpu")
-    f32 = get_engine(str(tiny_phi3_ov), "cpu", options={"INFERENCE_PRECISION_HINT": "f32"})
+    f32 = get_engine(str(tiny_phi3_ov), "cpu", options=LLM_F32)
     assert f32 is not default
     assert release_engine(f32) is True
     assert release_engine(f32) is False, "already released"
     assert get_engine(str(tiny_phi3_ov), "cpu") is default, "the other engine stays cached"
-    fresh = get_engine(str(tiny_phi3_ov), "cpu", options={"INFERENCE_PRECISION_HINT": "f32"})
+    fresh = get_engine(str(tiny_phi3_ov), "cpu", options=LLM_F32)
     assert fresh is not f32 and fresh.generate("Hello", FORCED).completion_tokens == 3
 
 

@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 from phi3_aipc import Engine, GenerationParams, InvalidParameterError, PromptTooLongError, get_engine
+from phi3_aipc.testing.precision import LLM_F32
 
-F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+F32 = LLM_F32
 NPU_ON_CPU = {"NPUW_DEVICES": "CPU", "MAX_PROMPT_LEN": 256, "MIN_RESPONSE_LEN": 64}
 CHAT = [{"role": "user", "content": "Tell me about the weather in Paris"}]
 GREEDY = GenerationParams(max_new_tokens=24, ignore_eos=True)

@@ -21,6 +21,7 @@ import pytest
 from phi3_aipc import Engine, GenerationParams, get_engine
 from phi3_aipc.chat import ChatTurn
 from phi3_aipc.engine import release_engine
+from phi3_aipc.testing.precision import LLM_F32
 
 GREEDY = GenerationParams(max_new_tokens=8)
 SYSTEM = "You are a travel assistant. " + " ".join(
@@ -108,7 +109,7 @@ def test_openvino_cpu_prefix_caching_is_token_identical(smollm2_gguf: Path) -> N
     pytest.importorskip("openvino_genai")
     # f32 on every CPU: an AVX-512/BF16 machine would otherwise compute in bf16, where a cached block and a fresh
     # one may round apart; the comparison is of the cache, not of this CPU's precision.
-    f32 = {"INFERENCE_PRECISION_HINT": "f32"}
+    f32 = LLM_F32
     on = get_engine(str(smollm2_gguf), "cpu", "openvino", f32)
     off = get_engine(str(smollm2_gguf), "cpu", "openvino", {**f32, "prefix_reuse": False})
     # Each conversation's second turn extends its first, with the other conversation's turn in between.

@@ -30,6 +30,7 @@ from phi3_aipc.export.onnx import export_onnx  # noqa: E402
 from phi3_aipc.models import resolve  # noqa: E402
 from phi3_aipc.params import Constraint, TaggedSchema  # noqa: E402
 from phi3_aipc.testing import build_smollm2_hf, cached_model_dir  # noqa: E402
+from phi3_aipc.testing.precision import LLM_F32
 
 CHAT = [{"role": "user", "content": "Tell me about the weather in Paris"}]
 GREEDY = GenerationParams(max_new_tokens=24, ignore_eos=True)
@@ -79,7 +80,7 @@ def test_greedy_output_matches_transformers_and_openvino_token_for_token(
 ) -> None:
     hf = get_engine(str(tiny_phi3_hf), "cpu", backend="transformers")
     # OpenVINO computes in bf16 on CPUs that support it; token-exact parity with fp32 needs f32 compute.
-    ov = get_engine(str(tiny_phi3_ov), "cpu", backend="openvino", options={"INFERENCE_PRECISION_HINT": "f32"})
+    ov = get_engine(str(tiny_phi3_ov), "cpu", backend="openvino", options=LLM_F32)
     # Random weights give flat logits: on most prompts two tokens tie within 1e-4 somewhere, and float noise picks
     # either. On this one the top two stay >= 4e-3 apart over the 24 tokens (checked in transformers), so any
     # mismatch is a real difference.

@@ -10,12 +10,13 @@ from phi3_aipc.backends import load_backend, resolve_backend_name
 from phi3_aipc.engine import Engine
 from phi3_aipc.errors import DeviceNotFoundError, InvalidParameterError, ModelNotFoundError
 from phi3_aipc.params import GenerationParams
+from phi3_aipc.testing.precision import LLM_F32
 
 pytest.importorskip("optimum.intel")
 pytest.importorskip("openvino_genai")
 
 # OpenVINO runs fp32 models in bf16 on CPUs with AVX512-BF16/AMX; exact parity with torch needs f32 inference.
-F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+F32 = LLM_F32
 GREEDY = GenerationParams(max_new_tokens=24)
 PROMPTS = (
     [{"role": "user", "content": "Hello there, how are you?"}],

@@ -31,6 +31,7 @@ from phi3_aipc.bench import (
 )
 from phi3_aipc.bench.worker import read_job
 from phi3_aipc.cli import main
+from phi3_aipc.testing.precision import LLM_F32
 
 pytest.importorskip("openvino_genai")
 
@@ -190,12 +191,12 @@ def test_options_for_keeps_npu_options_off_other_devices() -> None:
         "NPUW_DEVICES": "CPU",
         "MAX_PROMPT_LEN": 64,
         "CACHE_DIR": "/x",
-        "INFERENCE_PRECISION_HINT": "f32",
+        **LLM_F32,
     }
     assert options_for("npu", options) == options
     assert options_for(" NPU ", options) == options
-    assert options_for("cpu", options) == {"CACHE_DIR": "/x", "INFERENCE_PRECISION_HINT": "f32"}
-    assert options_for("GPU.1", options) == {"CACHE_DIR": "/x", "INFERENCE_PRECISION_HINT": "f32"}
+    assert options_for("cpu", options) == {"CACHE_DIR": "/x", **LLM_F32}
+    assert options_for("GPU.1", options) == {"CACHE_DIR": "/x", **LLM_F32}
 
 
 def test_targets_for_pairs_every_backend_with_every_device() -> None:

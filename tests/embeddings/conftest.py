@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from phi3_aipc.errors import ModelNotFoundError
+from phi3_aipc.testing.precision import ENCODER_F32
 
 DATA = Path(__file__).parents[1] / "data" / "embeddings"
 
@@ -29,6 +30,15 @@ def minilm_cpu(minilm_hf: Path):  # noqa: ANN201 - an EmbeddingEngine
     from phi3_aipc.embeddings import get_embedding_engine
 
     return get_embedding_engine("minilm", "cpu")
+
+
+@pytest.fixture(scope="session")
+def minilm_cpu_f32(minilm_hf: Path):  # noqa: ANN201 - an EmbeddingEngine
+    """MiniLM on the CPU with f32 pinned: for tests that compare two numeric paths (one batch vs one at a time)."""
+    pytest.importorskip("openvino_genai")
+    from phi3_aipc.embeddings import get_embedding_engine
+
+    return get_embedding_engine("minilm", "cpu", ENCODER_F32)
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +69,8 @@ def tiny_reranker(tiny_cross_encoder_hf: Path):  # noqa: ANN201 - a RerankEngine
     pytest.importorskip("openvino_genai")
     from phi3_aipc.embeddings import get_rerank_engine
 
-    return get_rerank_engine(tiny_cross_encoder_hf, "cpu")
+    # f32: the scores are compared with transformers' fp32 reference (a bf16 CPU would round them apart).
+    return get_rerank_engine(tiny_cross_encoder_hf, "cpu", ENCODER_F32)
 
 
 @pytest.fixture(scope="session")

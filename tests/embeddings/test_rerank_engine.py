@@ -13,6 +13,7 @@ import pytest
 
 from phi3_aipc.embeddings import InputTruncatedWarning, get_rerank_engine
 from phi3_aipc.errors import InvalidParameterError
+from phi3_aipc.testing.precision import ENCODER_F32
 
 pytest.importorskip("openvino_genai")
 
@@ -66,7 +67,7 @@ def test_long_pairs_are_truncated_with_a_warning(tiny_reranker) -> None:
 
 
 def test_engine_is_shared(tiny_reranker, tiny_cross_encoder_hf: Path) -> None:
-    assert get_rerank_engine(str(tiny_cross_encoder_hf), "CPU") is tiny_reranker
+    assert get_rerank_engine(str(tiny_cross_encoder_hf), "CPU", ENCODER_F32) is tiny_reranker
     assert get_rerank_engine(tiny_reranker.artifact.path, "cpu") is not None
 
 

@@ -22,6 +22,7 @@ from phi3_aipc.testing import (
     cached_model_dir,
     synthetic_model,
 )
+from phi3_aipc.testing.precision import LLM_F32
 from phi3_aipc.testing.synthetic import SPECS, _rope
 
 ONE_USER_TURN = [{"role": "user", "content": "Hi"}]
@@ -144,7 +145,7 @@ def test_ov_greedy_matches_transformers(tiny_phi3_hf: Path, tiny_phi3_ov: Path) 
     ov_genai = pytest.importorskip("openvino_genai")
     hf_ids, hf_text = _transformers_greedy(tiny_phi3_hf, RAW_PROMPT, 16)
     # CPUs with bf16 support default OpenVINO to bf16 compute; token-exact parity needs f32.
-    pipe = ov_genai.LLMPipeline(str(tiny_phi3_ov), "CPU", INFERENCE_PRECISION_HINT="f32")
+    pipe = ov_genai.LLMPipeline(str(tiny_phi3_ov), "CPU", **LLM_F32)
     config = {"max_new_tokens": 16, "do_sample": False, "apply_chat_template": False}
     ov_text = pipe.generate(RAW_PROMPT, **config)
     ov_ids = pipe.generate(pipe.get_tokenizer().encode(RAW_PROMPT, add_special_tokens=True), **config).tokens[
