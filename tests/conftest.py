@@ -10,6 +10,17 @@ import pytest
 from phi3_aipc.errors import ModelNotFoundError
 from phi3_aipc.testing import build_tiny_phi3, cached_model_dir, smollm2_gguf_path
 
+
+def pytest_report_header() -> str:
+    """The precision OpenVINO's CPU plugin uses unpinned here: a failure seen on one kind of CPU only explains itself."""
+    try:
+        from phi3_aipc.testing.precision import cpu_default_precision
+
+        return f"OpenVINO CPU default precision: {cpu_default_precision()} (tests that compare paths pin f32)"
+    except ImportError:
+        return "OpenVINO is not installed"
+
+
 # Bump when a builder's output changes, so a persistent PHI3_AIPC_TEST_CACHE is not reused stale.
 _CACHE_VERSION = "v1"
 
