@@ -18,6 +18,7 @@ from langchain_tests.unit_tests import EmbeddingsUnitTests  # noqa: E402
 
 from langchain_phi3_aipc import Phi3AIPCEmbeddings, Phi3AIPCReranker  # noqa: E402
 from llama_index_phi3_aipc import Phi3AIPCEmbedding, Phi3AIPCRerank  # noqa: E402
+from phi3_aipc.testing.precision import ENCODER_F32  # noqa: E402
 
 PARAMS = {"model": "minilm", "device": "cpu"}
 
@@ -77,7 +78,7 @@ def test_misspelt_field_is_an_error() -> None:
 
 def test_langchain_reranker_keeps_top_n_with_scores(tiny_reranker, tiny_cross_encoder_hf: Path) -> None:
     docs = [Document(f"passage {i} about boats", metadata={"n": i}, id=str(i)) for i in range(5)]
-    reranker = Phi3AIPCReranker(model=str(tiny_cross_encoder_hf), device="cpu", top_n=2)
+    reranker = Phi3AIPCReranker(model=str(tiny_cross_encoder_hf), device="cpu", top_n=2, options=ENCODER_F32)
     assert reranker.engine is tiny_reranker
     kept = reranker.compress_documents(docs, "boats")
     expected = tiny_reranker.rerank("boats", [d.page_content for d in docs], top_n=2)
@@ -92,7 +93,7 @@ def test_reranker_in_contextual_compression_retriever(
 ):
     retrievers = pytest.importorskip("langchain_classic.retrievers")
     store = InMemoryVectorStore.from_texts([p["passage"] for p in qa_pairs], Phi3AIPCEmbeddings(**PARAMS))
-    reranker = Phi3AIPCReranker(model=str(tiny_cross_encoder_hf), device="cpu", top_n=2)
+    reranker = Phi3AIPCReranker(model=str(tiny_cross_encoder_hf), device="cpu", top_n=2, options=ENCODER_F32)
     retriever = retrievers.ContextualCompressionRetriever(
         base_compressor=reranker, base_retriever=store.as_retriever(search_kwargs={"k": 4})
     )
@@ -135,7 +136,7 @@ def test_llamaindex_index_retrieves_and_reranks(minilm_cpu, tiny_reranker, tiny_
     question = qa_pairs[2]["question"]
     nodes = index.as_retriever(similarity_top_k=4).retrieve(question)
     assert nodes[0].node.get_content() == qa_pairs[2]["passage"]
-    rerank = Phi3AIPCRerank(model=str(tiny_cross_encoder_hf), device="cpu", top_n=2)
+    rerank = Phi3AIPCRerank(model=str(tiny_cross_encoder_hf), device="cpu", top_n=2, options=ENCODER_F32)
     kept = rerank.postprocess_nodes(nodes, query_str=question)
     expected = tiny_reranker.rerank(question, [n.node.get_content() for n in nodes], top_n=2)
     assert [n.node.node_id for n in kept] == [nodes[r.index].node.node_id for r in expected]
