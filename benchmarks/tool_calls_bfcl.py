@@ -438,6 +438,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--machine-note", default="", help="said after the CPU in the Markdown (e.g. 'shared, contended')"
     )
+    p.add_argument(
+        "--from-json", type=Path, default=None, help="report a saved --out file instead of running"
+    )
     args = p.parse_args(argv)
     args.models = _choices(args.models, ("smollm2", "qwen"), p)
     args.categories = _choices(args.categories, CATEGORIES, p)
@@ -455,6 +458,8 @@ def _choices(text: str, allowed: tuple[str, ...], parser: argparse.ArgumentParse
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.from_json:
+        return report_saved(args)
     install_bfcl_shims()
     data = {c: load_category(c, args.limit or DEFAULT_LIMITS[c]) for c in args.categories}
     models = {name: ("smollm2" if name == "smollm2" else args.qwen or default_qwen()) for name in args.models}
@@ -466,16 +471,55 @@ def main(argv: list[str] | None = None) -> None:
             no_template_tools.add(name)
     cells: list[Cell] = args.all_cells
     env = environment()
+    report(cells, env, args, models, no_template_tools)
+    if args.out:
+        saved = {
+            "env": env,
+            "models": models,
+            "no_template_tools": sorted(no_template_tools),
+            "settings": {
+                "limit": args.limit,
+                "max_tokens": args.max_tokens,
+                "no_reference": args.no_reference,
+            },
+            "cells": [asdict(c) for c in cells],
+        }
+        args.out.write_text(json.dumps(saved, indent=1, default=str))
+
+
+def report(
+    cells: list[Cell],
+    env: dict[str, str],
+    args: argparse.Namespace,
+    models: dict[str, str],
+    no_template_tools: set[str],
+) -> None:
     text_table = table(cells, args, no_template_tools)
     print(text_table, flush=True)
-    if args.out:
-        args.out.write_text(
-            json.dumps(
-                {"env": env, "models": models, "cells": [asdict(c) for c in cells]}, indent=1, default=str
-            )
-        )
     if args.results_md:
         write_section(args.results_md, section(text_table, env, args, models))
+
+
+def report_saved(args: argparse.Namespace) -> None:
+    """The table (and --results-md section) of a saved --out file, also one a stopped run left partial."""
+    if not args.from_json.is_file():
+        raise SystemExit(f"--from-json {args.from_json}: no such file (write one with --out).")
+    saved = json.loads(args.from_json.read_text())
+    cells = [Cell(**c) for c in saved["cells"]]
+    settings = saved.get("settings", {})
+    args.limit = settings.get("limit", args.limit)
+    args.max_tokens = settings.get("max_tokens", args.max_tokens)
+    args.no_reference = settings.get("no_reference", args.no_reference)
+    args.categories = list(dict.fromkeys(c.category for c in cells))
+    seen = list(dict.fromkeys(c.model for c in cells))
+    # a partial file does not say which templates lack tools: a model with no reference cell at all had none
+    with_ref = {c.model for c in cells if c.runner == "reference"}
+    no_tools = set(saved.get("no_template_tools", [m for m in seen if m not in with_ref]))
+    models = saved.get("models", {m: (args.qwen or "?") if m == "qwen" else m for m in seen})
+    env = saved.get("env") or environment()
+    if saved.get("partial"):
+        env["date"] += " (partial run: only the cells listed)"
+    report(cells, env, args, models, no_tools)
 
 
 if __name__ == "__main__":
