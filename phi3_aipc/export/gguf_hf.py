@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from phi3_aipc.errors import BackendNotInstalledError, ModelNotFoundError, Phi3AIPCError
+from phi3_aipc.errors import BackendNotInstalledError, ExportError, ModelNotFoundError, Phi3AIPCError
 from phi3_aipc.export.build import move_into_place, progress_bar
 from phi3_aipc.export.cache import export_cache_path, is_complete, writable_exports_dir, write_manifest
 from phi3_aipc.export.plan import ExportPlan, plan_export
@@ -137,9 +137,13 @@ def _run_steps(
             bar.set_postfix_str(label)
             try:
                 step()
+            except Phi3AIPCError:
+                raise  # already says what to do
             except Exception as exc:
-                exc.add_note(f"Converting '{gguf}' failed at: {label}. The libraries' messages: {log_path}")
-                raise
+                raise ExportError(
+                    f"Converting '{gguf}' to an OpenVINO IR failed at '{label}' ({type(exc).__name__}: {exc}). "
+                    f"The libraries' messages are in {log_path}."
+                ) from exc
             bar.update(1)
 
 
