@@ -35,7 +35,11 @@ TEMPLATE = (
 def kquant_gguf(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Path:
     folder = tmp_path_factory.mktemp("kquant")
     return write_tiny_gguf(
-        folder / "tiny-qwen2-q5_k.gguf", smollm2_gguf, weights=Q.Q5_K, embedding=Q.Q6_K, chat_template=TEMPLATE
+        folder / "tiny-qwen2-q5_k.gguf",
+        smollm2_gguf,
+        weights=Q.Q5_K,
+        embedding=Q.Q6_K,
+        chat_template=TEMPLATE,
     )
 
 
@@ -126,7 +130,9 @@ def test_without_the_export_extra_the_error_names_it_and_the_types_that_load(
         """
     )
     env = {**os.environ, "PHI3_AIPC_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
     out = done.stdout
     assert "GGUFConversionNotInstalledError" in out, done.stdout + done.stderr
     assert 'pip install "phi3-aipc[export]"' in out
@@ -141,6 +147,23 @@ def test_an_architecture_nothing_reads_gets_a_clear_error(
     cache: Path, tmp_path: Path, smollm2_gguf: Path
 ) -> None:
     odd = write_tiny_gguf(tmp_path / "tiny-gptj.gguf", smollm2_gguf, weights=Q.Q4_K, arch="gptj")
-    with pytest.raises(ModelNotFoundError, match=r"'gptj' model, an architecture neither OpenVINO GenAI") as info:
+    with pytest.raises(
+        ModelNotFoundError, match=r"'gptj' model, an architecture neither OpenVINO GenAI"
+    ) as info:
         resolve(str(odd), "CPU", "openvino")
     assert "qwen2" in str(info.value) and "Hugging Face checkpoint" in str(info.value)
+
+
+@pytest.mark.slow
+@pytest.mark.npu_on_cpu
+def test_on_the_npu_a_gguf_becomes_a_symmetric_int4_ir(cache: Path, kquant_gguf: Path) -> None:
+    npu_on_cpu = {"NPUW_DEVICES": "CPU", "MAX_PROMPT_LEN": 128, "MIN_RESPONSE_LEN": 32}
+    artifact = resolve(str(kquant_gguf), "NPU", "openvino")
+    assert "-int4-npu-" in artifact.path.name
+    options = json.loads((artifact.path / MANIFEST_NAME).read_text())["options"]
+    assert options["sym"] is True and options["group_size"] == -1, (
+        "the NPU pipeline takes only symmetric int4"
+    )
+    engine = get_engine(str(kquant_gguf), "npu", options=npu_on_cpu)
+    reply = engine.generate([{"role": "user", "content": "Hi"}], GenerationParams(max_new_tokens=4))
+    assert reply.completion_tokens > 0
