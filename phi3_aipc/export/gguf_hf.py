@@ -229,26 +229,55 @@ def _check_architecture(gguf: Path, facts: ModelFacts) -> None:
 
 @contextlib.contextmanager
 def _output_to(log_path: Path) -> Iterator[IO[str]]:
-    """Send this process's stdout and stderr (Python and native alike) to ``log_path``; yields the terminal."""
+    """Send this process's output to ``log_path`` and yield the terminal (a copy of stderr) for the one bar.
+
+    Native code writes to fds 1 and 2, Python code to ``sys.stdout``/``sys.stderr``, and logging handlers (NNCF's)
+    to the stream they were given at import: all three are redirected, and restored afterwards.
+    """
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
+    terminal = os.fdopen(os.dup(sys.stderr.fileno() if _has_fd(sys.stderr) else 2), "w", buffering=1)
     saved = {fd: os.dup(fd) for fd in (1, 2)}
-    terminal = os.fdopen(os.dup(saved[2]), "w", buffering=1)
-    with open(log_path, "a", encoding="utf-8") as sink:
+    with open(log_path, "a", encoding="utf-8", buffering=1) as sink:
         sink.write(json.dumps({"started": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
-        sink.flush()
+        handlers = _stream_handlers()
         try:
             for fd in (1, 2):
                 os.dup2(sink.fileno(), fd)
-            with _warnings_to_stderr():
+            for handler in handlers:
+                handler.setStream(sink)
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), _warnings_to_stderr():
                 yield terminal
         finally:
-            for stream in (sys.stdout, sys.stderr):
-                stream.flush()
+            for handler, stream in handlers.items():
+                handler.setStream(stream)
             for fd, copy in saved.items():
                 os.dup2(copy, fd)
                 os.close(copy)
             terminal.close()
+
+
+def _has_fd(stream: IO[str]) -> bool:
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
+
+
+def _stream_handlers() -> dict[logging.StreamHandler[Any], Any]:
+    """Logging handlers that write to the process's stdout or stderr, with the stream each writes to."""
+    consoles = {id(s) for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__) if s is not None}
+    loggers = [
+        logging.getLogger(),
+        *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)),
+    ]
+    return {
+        handler: handler.stream
+        for logger in loggers
+        for handler in logger.handlers
+        if type(handler) is logging.StreamHandler and id(handler.stream) in consoles
+    }
 
 
 @contextlib.contextmanager
