@@ -64,6 +64,40 @@ def test_the_table_says_which_ggufs_load_directly(kquant_gguf: Path, smollm2_ggu
     assert smollm2.matrix_types <= OPENVINO_GGUF_TYPES and loads_directly(smollm2)
 
 
+ALL_TYPES = (
+    "F32",
+    "F16",
+    "BF16",
+    "Q8_0",
+    "Q4_0",
+    "Q4_1",
+    "Q5_0",
+    "Q5_1",
+    "Q2_K",
+    "Q3_K",
+    "Q4_K",
+    "Q5_K",
+    "Q6_K",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("qtype", ALL_TYPES)
+def test_the_table_is_what_openvino_genai_reads(qtype: str, tmp_path: Path, smollm2_gguf: Path) -> None:
+    """OpenVINO GenAI itself, on a GGUF whose matrices are all ``qtype``: it runs exactly where the table says."""
+    import openvino_genai as ov_genai
+
+    path = write_tiny_gguf(
+        tmp_path / f"tiny-{qtype}.gguf", smollm2_gguf, weights=Q[qtype], embedding=Q[qtype]
+    )
+    assert loads_directly(files.read_facts(path, "gguf")) == (qtype in OPENVINO_GGUF_TYPES)
+    if qtype in OPENVINO_GGUF_TYPES:
+        assert ov_genai.LLMPipeline(str(path), "CPU").generate("Hi", max_new_tokens=2)
+    else:
+        with pytest.raises(RuntimeError, match="gguf_tensor_to_f16 failed|Unsupported quantization type"):
+            ov_genai.LLMPipeline(str(path), "CPU")
+
+
 @pytest.mark.slow
 def test_kquant_gguf_is_converted_once_with_one_progress_bar_and_generates(
     cache: Path, kquant_gguf: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
