@@ -36,6 +36,17 @@ EXPORTER_PACKAGES = {
     ),
     # A GGUF converted by OpenVINO GenAI's own reader (phi3_aipc.export.gguf).
     "gguf": ("openvino-genai", "openvino", "openvino-tokenizers"),
+    # A GGUF OpenVINO GenAI cannot read, dequantised by transformers and exported (phi3_aipc.export.gguf_hf).
+    "gguf-transformers": (
+        "gguf",
+        "optimum-intel",
+        "optimum",
+        "nncf",
+        "openvino",
+        "openvino-tokenizers",
+        "transformers",
+        "torch",
+    ),
     "onnx": (
         "onnxruntime-genai",
         "onnxruntime-genai-directml",
@@ -79,10 +90,17 @@ def _versions(to: str) -> tuple[tuple[str, str], ...]:
     return tuple(found.items())
 
 
+# OpenVINO GenAI's own GGUF reader keeps the GGUF's weights ('gguf'), or fp16 for the NPU; any other plan for a
+# GGUF is an export through transformers (int8, or int4 for the NPU).
+_GGUF_READER_PRECISIONS = ("gguf", "fp16")
+
+
 def exporter(source: Path, plan: ExportPlan) -> str:
-    """The ``EXPORTER_PACKAGES`` key of an export: a GGUF file is converted by OpenVINO GenAI, a folder by
-    ``plan.to``'s exporter."""
-    return "gguf" if source.suffix.lower() == ".gguf" else plan.to
+    """The ``EXPORTER_PACKAGES`` key of an export: a GGUF file is converted by OpenVINO GenAI or through
+    transformers (see ``_GGUF_READER_PRECISIONS``), a folder by ``plan.to``'s exporter."""
+    if source.suffix.lower() != ".gguf":
+        return plan.to
+    return "gguf" if plan.precision in _GGUF_READER_PRECISIONS else "gguf-transformers"
 
 
 def exports_dir() -> Path:

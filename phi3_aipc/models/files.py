@@ -39,6 +39,8 @@ class ModelFacts:
     vocab_size: int | None = None
     #: The tokenizer's control and added special tokens as text, e.g. '<|end|>'.
     special_tokens: frozenset[str] = frozenset()
+    #: GGUF only: the GGML types of its weight matrices (2-D+ tensors), e.g. {'Q4_K', 'Q6_K', 'Q5_0'}.
+    matrix_types: frozenset[str] = frozenset()
 
 
 def local_path(model: str) -> Path | None:
@@ -173,6 +175,7 @@ def _gguf_facts(path: str, size: int, mtime_ns: int) -> ModelFacts:
         special_tokens=frozenset(
             str(token) for token, kind in zip(tokens, types, strict=False) if kind in _GGUF_SPECIAL_TYPES
         ),
+        matrix_types=frozenset(t.tensor_type.name for t in reader.tensors if len(t.shape) >= 2),
     )
 
 

@@ -2,7 +2,8 @@
 
 alias / catalogue id -> pre-converted build for the device (or the packaged file), else a local path, else a Hub
 repo; then the artifact is checked (a GGUF is validated, an IR gets its tokenizer IR), a packaged GGUF becomes an
-OpenVINO IR once (``phi3_aipc.export.gguf``), and a Hugging Face checkpoint is exported once into the cache when the
+OpenVINO IR once (``phi3_aipc.export.gguf``), so does a GGUF OpenVINO GenAI cannot read (``phi3_aipc.export.gguf_hf``),
+and a Hugging Face checkpoint is exported once into the cache when the
 backend needs another format.
 """
 
@@ -186,14 +187,21 @@ def _convert(
 
 
 def _gguf_as_ir(path: Path, kind: str, model_id: str) -> tuple[Path, ArtifactFormat]:
-    """A packaged GGUF becomes an OpenVINO IR in the cache on first use (later loads skip the GGUF graph build,
-    and the NPU pipeline can run it); any other GGUF is loaded as it is, which the NPU pipeline cannot do."""
+    """A GGUF as OpenVINO GenAI runs it on ``kind``.
+
+    - a packaged GGUF becomes an OpenVINO IR in the cache on first use (OpenVINO GenAI's own reader writes it;
+      later loads skip the GGUF graph build, and the NPU pipeline can run it);
+    - a GGUF OpenVINO GenAI cannot read (K-quants such as Q4_K_M, Q5_0, ...), or any GGUF for the NPU, is
+      converted once through transformers (``phi3_aipc.export.gguf_hf``, the `export` extra);
+    - any other GGUF is loaded as it is.
+    """
+    from phi3_aipc.export.gguf_hf import convert_gguf_hf, loads_directly
+
     known = catalogue.find(model_id)
+    preset = "npu" if kind == "NPU" else "cpu"  # the CPU and GPU share one IR
     if known is not None and known.packaged is not None:
         from phi3_aipc.export.gguf import convert_gguf
 
-        # The CPU and GPU take the GGUF's own weights: one IR serves both.
-        preset = "npu" if kind == "NPU" else "cpu"
         try:
             return convert_gguf(path, preset, model_arg=model_id), "openvino-ir"
         except CacheNotWritableError as exc:
@@ -201,12 +209,10 @@ def _gguf_as_ir(path: Path, kind: str, model_id: str) -> tuple[Path, ArtifactFor
                 raise
             # The CPU and GPU can still load the GGUF itself, only more slowly: the model must not fail for that.
             log.warning("%s Loading the GGUF itself (slower) instead of its IR.", exc)
-    if kind == "NPU":
-        raise ModelNotFoundError(
-            f"OpenVINO GenAI's NPU pipeline cannot run a GGUF file ('{path}'). Export the original Hugging Face "
-            f"checkpoint for the NPU (`phi3-aipc export CHECKPOINT OUT --for npu`) and pass OUT, or run the GGUF "
-            f"on device='cpu' or 'gpu'."
-        )
+            return path, "gguf"
+    if kind == "NPU" or not loads_directly(files.read_facts(path, "gguf")):
+        # The NPU pipeline cannot run a GGUF at all: it gets the symmetric int4 IR it needs.
+        return convert_gguf_hf(path, preset, model_arg=model_id), "openvino-ir"
     return path, "gguf"
 
 

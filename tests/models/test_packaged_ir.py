@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from phi3_aipc import GenerationParams, ModelNotFoundError, get_engine
+from phi3_aipc import GenerationParams, get_engine
 from phi3_aipc.export import MANIFEST_NAME
 from phi3_aipc.models import resolve
 
@@ -62,12 +61,6 @@ def test_the_npu_pipeline_answers_from_its_own_ir() -> None:
     assert "-fp16-npu-" in artifact.path.name, "the NPU gets its own fp16 IR"
     assert engine.context_window == 256 + 64
     assert "Paris" in engine.generate(QUESTION, GenerationParams(max_new_tokens=12)).text
-
-
-def test_another_gguf_on_the_npu_is_refused_with_what_to_do(smollm2_gguf: Path, tmp_path: Path) -> None:
-    mine = Path(shutil.copyfile(smollm2_gguf, tmp_path / "mine.gguf"))
-    with pytest.raises(ModelNotFoundError, match=r"NPU pipeline cannot run a GGUF.*--for npu"):
-        resolve(str(mine), "NPU", "openvino")
 
 
 @pytest.mark.npu_on_cpu
