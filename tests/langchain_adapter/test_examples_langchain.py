@@ -48,20 +48,4 @@ def test_agent_example_calls_the_tool_and_uses_its_result():
     assert "17 degrees Celsius and foggy" in out  # the tool's result, printed in the transcript
 
 
-@pytest.mark.smollm2
-@pytest.mark.slow
-@needs_smollm2
-def test_readme_langchain_snippet_runs_as_written(tmp_path):
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## LangChain") :]
-    section = section[: section.index("\n## ", 1)]
-    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
-    script = tmp_path / "snippet.py"
-    script.write_text(snippet)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "Paris" in done.stdout and "'name': 'get_weather'" in done.stdout and "name=" in done.stdout
+# The README's Python blocks run as pasted in tests/test_readme.py.
