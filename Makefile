@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint test-lowest test-peer
+.PHONY: demo test lint test-lowest test-peer test-wheel
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,7 @@ test-lowest:
 
 test-peer:
 	.ci/peer-install
+
+# The built sdist and wheel, installed into a fresh venv outside the source tree, answer (.ci/wheel).
+test-wheel:
+	.ci/wheel
