@@ -41,13 +41,17 @@ def _run(script: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.smollm2
 @pytest.mark.slow
 @needs_smollm2
-@pytest.mark.skipif(importlib.util.find_spec("langchain") is None, reason="needs langchain (the examples extra)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("langchain") is None, reason="needs langchain (the examples extra)"
+)
 def test_agent_example_calls_the_tool_and_uses_its_result():
     done = _run("langchain_agent.py")
     out = done.stdout
     assert "get_weather" in out and "Lisbon" in out
     assert "17 degrees Celsius and foggy" in out  # the tool's result, printed in the transcript
-    assert "deprecated" not in done.stderr.lower(), done.stderr  # the current agent API, not create_react_agent
+    assert "deprecated" not in done.stderr.lower(), (
+        done.stderr
+    )  # the current agent API, not create_react_agent
 
 
 # The README's Python blocks run as pasted in tests/test_readme.py.
