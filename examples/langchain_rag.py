@@ -2,7 +2,7 @@
 
 Device plan (each model falls back to the CPU when its device is absent, as on a machine with no NPU or GPU):
 - embeddings  all-MiniLM-L6-v2 (Phi3AIPCEmbeddings)            on the NPU: small, static shapes, low power
-- reranker    a cross-encoder (Phi3AIPCReranker), optional       on the GPU
+- reranker    a cross-encoder (Phi3AIPCReranker), with --reranker on the GPU
 - LLM         SmolLM2-135M-Instruct here (ChatPhi3AIPC)           on the GPU; on an AI PC use --model phi-3-mini
 No PyTorch is imported at run time.
 
@@ -19,6 +19,7 @@ Run:
 from __future__ import annotations
 
 import argparse
+import sys
 
 from langchain_core.documents import Document
 from langchain_core.output_parsers import StrOutputParser
@@ -28,6 +29,7 @@ from langchain_core.vectorstores import InMemoryVectorStore
 
 from langchain_phi3_aipc import ChatPhi3AIPC, Phi3AIPCEmbeddings, Phi3AIPCReranker
 from phi3_aipc.devices import openvino_devices
+from phi3_aipc.errors import Phi3AIPCError
 
 # Facts no model can know: the answer has to come from the retrieved text.
 DOCS = [
@@ -77,6 +79,15 @@ def build_chain(
 
 
 def main() -> str:
+    try:
+        return run()
+    except Phi3AIPCError as exc:
+        # phi3-aipc's errors say what was wrong and what to do (e.g. the `hf download` for a model not cached
+        # offline): that line is the whole story, not a traceback.
+        sys.exit(f"error: {exc}")
+
+
+def run() -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2", help="the LLM (e.g. phi-3-mini on an AI PC)")
     parser.add_argument("--embeddings", default="minilm", help="embedding model name, Hub id or folder")
@@ -87,7 +98,8 @@ def main() -> str:
     parser.add_argument("--question", default=QUESTION)
     args = parser.parse_args()
 
-    plan = device_plan(PREFERRED)
+    # Only the models this run uses: without --reranker there is no reranker to place.
+    plan = device_plan({role: d for role, d in PREFERRED.items() if role != "reranker" or args.reranker})
     print("Device plan:", ", ".join(f"{role} on {device.upper()}" for role, device in plan.items()))
     embeddings = Phi3AIPCEmbeddings(model=args.embeddings, device=plan["embeddings"])
     reranker = (

@@ -95,3 +95,17 @@ class CacheNotWritableError(Phi3AIPCError, PermissionError):
 
 class ExportError(Phi3AIPCError, RuntimeError):
     """An export ran but its result is unusable (e.g. the tokenizer IR is missing)."""
+
+
+class FrameworkNotInstalledError(Phi3AIPCError, ModuleNotFoundError):
+    """An adapter package was imported without its framework (langchain-core, llama-index-core) installed."""
+
+    def __init__(self, adapter: str, package: str, extra: str, cause: ModuleNotFoundError):
+        self.adapter = adapter
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"{adapter} needs the '{package}' package, which is not installed ({cause}). "
+            f"Install it with {install_hint(extra)}, or `pip install {package}` into this environment.",
+            name=cause.name,
+        )

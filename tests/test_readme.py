@@ -2,15 +2,18 @@
 
 The CLI lines run in this process through ``phi3_aipc.cli.main`` (so they share loaded engines with the rest of the
 suite); `bench` spawns its own workers. `doctor --check` runs in tests/cli/test_doctor_check.py, from the README's
-own line. `export` needs the Hub and is only checked for its form. The Python quickstarts run as written in
-tests/langchain_adapter/test_examples_langchain.py and tests/llama_index_adapter/test_examples_llamaindex.py.
+own line. `export` needs the Hub and is only checked for its form. Every Python block runs as pasted: a fresh
+interpreter, offline, on the CPU or "auto" (no NPU here), and each must print something.
 """
 
 from __future__ import annotations
 
+import ast
 import io
+import os
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,7 +24,8 @@ from phi3_aipc.cli import COMMANDS, main
 pytestmark = [pytest.mark.smollm2, pytest.mark.slow]
 pytest.importorskip("openvino_genai")
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 OFFLINE_NOT_POSSIBLE = {
     "export",
     "serve",
@@ -59,6 +63,8 @@ def test_ask_lines_answer(argv: list[str], capsys: pytest.CaptureFixture[str]) -
     out, err = capsys.readouterr()
     assert out.strip(), err
     assert "tokens/s" in err and "finish: " in err
+    if "NPUW_DEVICES=CPU" in argv:  # the NPU pipeline executed on the CPU is not reported as an NPU
+        assert "NPU pipeline, executed on CPU" in err and "on NPU," not in err, err
 
 
 def test_the_chat_line_answers_and_exits(
@@ -89,3 +95,53 @@ def test_lines_that_need_the_hub_have_a_known_form() -> None:
     for command in OFFLINE_NOT_POSSIBLE:
         for argv in lines_of(command):
             assert parser.parse_args(argv).command == command  # it parses: the README's flags exist
+
+
+def python_blocks() -> dict[str, str]:
+    """Every ```python block of the README, keyed by the section (## or ###) it sits in."""
+    blocks: dict[str, str] = {}
+    for section in re.split(r"\n(?=#{2,3} )", README.read_text()):
+        title = section.splitlines()[0].lstrip("# ").strip()
+        for i, block in enumerate(re.findall(r"```python\n(.*?)```", section, re.S)):
+            blocks[title if i == 0 else f"{title} ({i + 1})"] = block
+    return blocks
+
+
+#: What each block's output must show beyond "something": the answer it exists to demonstrate.
+EXPECTED_OUTPUT = {
+    "LangChain": ("Paris", "'name': 'get_weather'", "name="),
+    "LlamaIndex": ("Paris", "'finish_reason'"),
+    "Embeddings and reranking: RAG entirely on the AI PC": ("[",),
+}
+
+
+def test_every_python_block_is_known() -> None:
+    assert set(python_blocks()) == set(EXPECTED_OUTPUT)
+
+
+@pytest.mark.parametrize("title", list(EXPECTED_OUTPUT))
+def test_python_block_runs_as_pasted(title: str, tmp_path: Path) -> None:
+    """As a user pastes it: its own interpreter, a directory outside the source tree, offline, no NPU options."""
+    block = python_blocks()[title]
+    code = [line.split("#", 1)[0] for line in block.splitlines()]
+    assert not any('"npu"' in line for line in code), "an NPU line in a README block is shown as a comment"
+    script = tmp_path / "block.py"
+    script.write_text(block)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip(), f"the block printed nothing:\n{done.stderr[-2000:]}"
+    for expected in EXPECTED_OUTPUT[title]:
+        assert expected in done.stdout, (expected, done.stdout)
+    if title.startswith("Embeddings"):
+        # The query about the logbook is closer to the logbook sentence than to the ferry's timetable.
+        logbook, ferry = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+        assert logbook > ferry, done.stdout
+    if title == "LlamaIndex":
+        assert "26" in done.stdout.split("'finish_reason'")[1], done.stdout  # the agent's answer: 6.5 x 4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from phi3_aipc.cli.common import add_model_arguments, parse_options
 from phi3_aipc.engine import get_engine
@@ -25,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     print(f"Loading {args.model or 'microsoft/Phi-3-mini-4k-instruct'} on {args.device}...", file=sys.stderr)
-    engine = get_engine(args.model, args.device, args.backend, parse_options(args.option))
+    options = parse_options(args.option)
+    engine = get_engine(args.model, args.device, args.backend, options)
     messages = [{"role": "system", "content": args.system}] if args.system else []
     messages.append({"role": "user", "content": args.prompt})
     params = GenerationParams(
@@ -40,9 +42,20 @@ def run(args: argparse.Namespace) -> int:
     assert result is not None
     t = result.timings
     print(
-        f"[{result.backend} on {result.device}, model {result.model}] load {t.load_ms or 0:.0f} ms, "
+        f"[{_where(result.backend, result.device, options)}, model {result.model}] load {t.load_ms or 0:.0f} ms, "
         f"TTFT {t.ttft_ms or 0:.0f} ms, {t.tokens_per_second or 0:.1f} tokens/s, "
         f"{result.prompt_tokens} prompt + {result.completion_tokens} completion tokens, finish: {result.finish_reason}",
         file=sys.stderr,
     )
     return 0
+
+
+def _where(backend: str, device: str, options: dict[str, Any] | None) -> str:
+    """Where the answer ran. OpenVINO's NPU pipeline with NPUW_DEVICES=CPU compiled for the NPU but executed on the
+    CPU (how this project tests it without an NPU): saying "on NPU" there would claim an NPU that never ran."""
+    executed_on = (options or {}).get("NPUW_DEVICES")
+    if device.upper().startswith("NPU") and executed_on and str(executed_on).upper() != "NPU":
+        return (
+            f"{backend}'s NPU pipeline, executed on {executed_on} (NPUW_DEVICES={executed_on}), not on an NPU"
+        )
+    return f"{backend} on {device}"

@@ -234,25 +234,45 @@ def format_report(data: dict[str, Any]) -> str:
         f"Checks ({NEW_TOKENS} new tokens, greedy, after a 2-token warm-up; skip = no model this backend can run offline; "
         f"{NPU_ON_CPU_LABEL} = OpenVINO's NPU pipeline executed on the CPU):"
     )
-    lines.append(
-        f"  {'result':<6} {'device':<12} {'backend':<13} {'model':<11} load ms  TTFT ms  tok/s  detail"
-    )
-    for c in data["checks"]:
-        detail = _short(c["error"]) if c["error"] else repr(c["answer"])
-        lines.append(
-            f"  {c['status']:<6} {c['device']:<12} {c['backend']:<13} {c['model']:<11} {_cell(c['load_ms'], 7)}  "
-            f"{_cell(c['ttft_ms'], 7)}  {_cell(c['tokens_per_second'], 5)}  {detail}"
-        )
+    lines.extend(_table(data["checks"]))
     return "\n".join(lines)
 
 
-def _short(text: str, width: int = 160) -> str:
-    """A table line's detail; the JSON form keeps the whole message."""
-    return text if len(text) <= width else text[: width - 3] + "..."
+#: The report's columns: heading, the check's field, and whether the column is numeric (right-aligned).
+COLUMNS = (
+    ("result", "status", False),
+    ("device", "device", False),
+    ("backend", "backend", False),
+    ("model", "model", False),
+    ("load ms", "load_ms", True),
+    ("TTFT ms", "ttft_ms", True),
+    ("tok/s", "tokens_per_second", True),
+)
 
 
-def _cell(value: float | None, width: int) -> str:
-    return f"{value:>{width}g}" if value is not None else f"{'-':>{width}}"
+def _table(checks: list[dict[str, Any]]) -> list[str]:
+    """One aligned row per check, each column as wide as its widest cell; the detail (the answer, or the whole
+    error with its advice) comes last, uncut, so a pasted report says everything the JSON form says."""
+    cells = [[_text(c[field]) for _, field, _ in COLUMNS] for c in checks]
+    widths = [max([len(head)] + [len(row[i]) for row in cells]) for i, (head, _, _) in enumerate(COLUMNS)]
+
+    def line(values: list[str], detail: str) -> str:
+        padded = [
+            v.rjust(w) if numeric else v.ljust(w)
+            for v, w, (_, _, numeric) in zip(values, widths, COLUMNS, strict=True)
+        ]
+        return "  " + "  ".join([*padded, detail])
+
+    rows = [line([head for head, _, _ in COLUMNS], "detail")]
+    for c, row in zip(checks, cells, strict=True):
+        rows.append(line(row, c["error"] if c["error"] else repr(c["answer"])))
+    return rows
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _version(package: str) -> str | None:

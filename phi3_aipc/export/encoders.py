@@ -8,16 +8,19 @@ fp16 itself, and the vectors then match sentence-transformers'.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 from phi3_aipc.errors import ExportError, ModelNotFoundError
 from phi3_aipc.export.cache import MANIFEST_NAME, exporter_versions, exports_dir, fingerprint, is_complete
@@ -59,13 +62,23 @@ def auto_export_encoder(source: Path, task: EncoderTask, *, model_arg: str | Non
     if is_complete(target):
         return target
     writable_cache_dir("exports", "openvino-encoders")
+    library_log = target.parent / f"{target.name}.export.log"
     log.warning(
-        "Exporting %s to OpenVINO IR (%s) once; later loads reuse %s.", source, EXPORT_TASKS[task], target
+        "Exporting %s to OpenVINO IR (%s) once; later loads reuse %s. The exporters' own output goes to %s.",
+        source,
+        EXPORT_TASKS[task],
+        target,
+        library_log,
     )
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
         started = time.perf_counter()
-        export_encoder(source, staging, task)
+        try:
+            with _library_output_to(library_log) as terminal:
+                _export_with_progress(source, staging, task, terminal, model_arg or source.name)
+        except Exception:
+            log.error("Exporting %s failed; the exporters' own output is in %s.", source, library_log)
+            raise
         _write_manifest(staging, model_arg or str(source), source, task, time.perf_counter() - started)
         try:
             os.replace(staging, target)
@@ -78,8 +91,52 @@ def auto_export_encoder(source: Path, task: EncoderTask, *, model_arg: str | Non
     return target
 
 
+def _export_with_progress(source: Path, out: Path, task: EncoderTask, terminal: IO[str], name: str) -> None:
+    from tqdm.auto import tqdm
+
+    with tqdm(total=2, desc=f"Exporting {name}", unit="step", file=terminal) as bar:
+        bar.set_postfix_str("optimum-intel export")
+        _export_model(source, out, task)
+        bar.update(1)
+        bar.set_postfix_str("tokenizer IR")
+        _export_tokenizer(source, out)
+        bar.update(1)
+
+
+@contextlib.contextmanager
+def _library_output_to(path: Path) -> Iterator[IO[str]]:
+    """Send everything printed while exporting to ``path`` and yield a stream to the terminal for the bar.
+
+    transformers, optimum, NNCF and torch write to the process's stdout/stderr from Python (warnings, load
+    reports, tracer warnings) and from C++ ("No CUDA runtime is found"), so the redirection is of the file
+    descriptors themselves. It is process-wide while it lasts: output of other threads goes to the log too.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    terminal = os.fdopen(os.dup(saved[2]), "w", buffering=1)
+    with open(path, "w") as library_log:
+        try:
+            for fd in saved:
+                os.dup2(library_log.fileno(), fd)
+            yield terminal
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
+            terminal.close()
+
+
 def export_encoder(source: Path, out: Path, task: EncoderTask) -> Path:
     """Export checkpoint ``source`` into ``out`` with optimum-intel (fp32), plus the tokenizer IR."""
+    _export_model(source, out, task)
+    _export_tokenizer(source, out)
+    return out
+
+
+def _export_model(source: Path, out: Path, task: EncoderTask) -> None:
     exporters = import_backend_module("optimum.exporters.openvino", "optimum-intel", "export")
     intel = import_backend_module("optimum.intel", "optimum-intel", "export")
     exporters.main_export(
@@ -92,13 +149,15 @@ def export_encoder(source: Path, out: Path, task: EncoderTask) -> Path:
         library_name="transformers",
         local_files_only=True,
     )
+
+
+def _export_tokenizer(source: Path, out: Path) -> None:
     ensure_openvino_tokenizer(out)
     if not (out / OV_TOKENIZER).is_file():
         raise ExportError(
             f"Exported {source} to {out}, but {OV_TOKENIZER} is missing: OpenVINO GenAI could not tokenize. "
             "Check that the folder's tokenizer loads with transformers.AutoTokenizer."
         )
-    return out
 
 
 def _write_manifest(folder: Path, model_arg: str, source: Path, task: str, seconds: float) -> None:

@@ -96,3 +96,21 @@ def test_plain_doctor_points_to_the_check(capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out
     assert "OpenVINO devices: CPU" in out and "phi3-aipc doctor --check" in out
     assert "docs/ai-pc-setup.md" in out, "without an NPU it says where the driver set-up is"
+
+
+def test_the_text_form_is_aligned_and_uncut(report: dict[str, Any]) -> None:
+    """Every column starts at the same place on every row (the batching backend's longer name included), and each
+    detail is the whole message of the JSON form, advice and all."""
+    lines = format_report(report).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("result "))
+    header, rows = lines[start], lines[start + 1 :]
+    assert len(rows) == len(report["checks"])
+    for heading in ("device", "backend", "model", "detail"):
+        column = header.index(heading)
+        for row, check in zip(rows, report["checks"], strict=True):
+            key = {"device": "device", "backend": "backend", "model": "model"}.get(heading)
+            expected = check[key] if key else (check["error"] or repr(check["answer"]))
+            assert row[column:].startswith(expected), (heading, row)
+    for row, check in zip(rows, report["checks"], strict=True):
+        assert row.endswith(check["error"] or repr(check["answer"]))
+    assert any(c["backend"] == "openvino-batching" for c in report["checks"])

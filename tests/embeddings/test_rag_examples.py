@@ -32,20 +32,39 @@ _RUN_WITHOUT_TORCH = (
 )
 
 
-def _run(script: str, *args: str) -> str:
+def _spawn(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
+        **(env or {}),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", _RUN_WITHOUT_TORCH, str(ROOT / "examples" / script), *args],
         capture_output=True,
         text=True,
         env=env,
         timeout=900,
     )
+
+
+def _run(script: str, *args: str) -> str:
+    done = _spawn(script, *args)
     assert done.returncode == 0, f"{script} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout
+
+
+def test_langchain_rag_without_reranker_plans_none(minilm_cpu) -> None:
+    out = _run("langchain_rag.py")
+    assert "Device plan: embeddings on CPU, llm on CPU\n" in out  # no reranker row: none is used
+    assert "tuesday" in out.split("A: ", 1)[1].lower()
+
+
+def test_langchain_rag_with_a_reranker_not_cached_offline_says_so_in_one_line(minilm_cpu) -> None:
+    done = _spawn("langchain_rag.py", "--reranker", "ms-marco-minilm", env={"HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert "ms-marco" in line.lower() or "cross-encoder" in line.lower(), line
 
 
 def test_langchain_rag_with_reranker_answers_from_the_documents_without_torch(
