@@ -132,16 +132,19 @@ class ChatTurn:
         """The prompt, the constraint and the parser for ``engine``'s model family and backend (and, with
         context_overflow="trim", its window)."""
         family, kinds = engine.model_family, engine.constraint_kinds
+        # The template's text picks the tool format (a remote engine has none: the server's model decides).
+        template = getattr(engine, "chat_template", None)
         messages = neutralise_messages(self._checked, engine.special_tokens)
         budget = prompt_budget(engine, self.params.max_new_tokens)
         if self.context_overflow != "trim" or budget is None:
-            return self._plan_messages(messages, family, kinds)
+            return self._plan_messages(messages, family, kinds, template)
 
         def count(candidate: list[dict[str, Any]]) -> int:
-            return engine.count_tokens(engine.render(self._plan_messages(candidate, family, kinds).prompt))
+            planned = self._plan_messages(candidate, family, kinds, template)
+            return engine.count_tokens(planned.render(engine))
 
         fitted, report = fit_messages(messages, count, budget, engine.count_tokens)
-        plan = self._plan_messages(fitted, family, kinds)
+        plan = self._plan_messages(fitted, family, kinds, template)
         plan.trimmed = report if report.changed else None
         plan.messages = fitted
         return plan
@@ -151,21 +154,28 @@ class ChatTurn:
         model_family: str,
         constraint_kinds: Iterable[str] = (),
         special_tokens: Iterable[str] = (),
+        chat_template: str | None = None,
     ) -> TurnPlan:
-        """``plan`` from the facts it needs: the model family, the backend's constraint kinds, control tokens."""
+        """``plan`` from the facts it needs: the model family, the backend's constraint kinds, control tokens and
+        the chat template's source (which picks the tool format)."""
         return self._plan_messages(
-            neutralise_messages(self._checked, special_tokens), model_family, constraint_kinds
+            neutralise_messages(self._checked, special_tokens), model_family, constraint_kinds, chat_template
         )
 
     def _plan_messages(
-        self, messages: list[dict[str, Any]], model_family: str, constraint_kinds: Iterable[str]
+        self,
+        messages: list[dict[str, Any]],
+        model_family: str,
+        constraint_kinds: Iterable[str],
+        chat_template: str | None = None,
     ) -> TurnPlan:
         choice = self._choice
-        protocol = protocol_for(model_family)
+        protocol = protocol_for(model_family, chat_template)
         shown = [] if choice == "none" else [t for t in self._specs if choice in ("auto", "required", t.name)]
         prompt = protocol.render(messages, shown, choice)
         kinds = frozenset(constraint_kinds) if self.constrained else frozenset()
-        constraint = protocol.constraint(shown, choice, kinds) if shown else None
+        parallel = self.parallel_tool_calls
+        constraint = protocol.constraint(shown, choice, kinds, parallel) if shown else None
         if self.response_format is not None:
             schema = self.response_format.schema
             prompt = with_json_instructions(prompt, schema)
@@ -176,27 +186,29 @@ class ChatTurn:
             self, prompt, constraint, parser, choice, shown, constrained=not wanted or constraint is not None
         )
         plan.messages = messages
+        if shown:
+            plan.template_tools = protocol.template_tools(shown)
+            # A model that goes on after its calls writes invented results: stop where they would begin.
+            plan.params = self.params.with_stop(protocol.stop_strings)
         return plan
 
     # -- running -------------------------------------------------------------------------------------------------
     def run(self, engine: Any) -> TurnResult:
         plan = self.plan(engine)
-        generation = engine.generate(engine.render(plan.prompt), self.params, constraint=plan.constraint)
+        generation = engine.generate(plan.render(engine), plan.params, constraint=plan.constraint)
         plan.feed(generation.text)
         return plan.finish(generation)
 
     async def arun(self, engine: Any) -> TurnResult:
         plan = self.plan(engine)
-        generation = await engine.agenerate(
-            engine.render(plan.prompt), self.params, constraint=plan.constraint
-        )
+        generation = await engine.agenerate(plan.render(engine), plan.params, constraint=plan.constraint)
         plan.feed(generation.text)
         return plan.finish(generation)
 
     def stream(self, engine: Any) -> Iterator[TurnEvent]:
         """Events as they happen; the last is TurnDone. Closing the iterator early cancels the generation."""
         plan = self.plan(engine)
-        stream = engine.stream(engine.render(plan.prompt), self.params, constraint=plan.constraint)
+        stream = engine.stream(plan.render(engine), plan.params, constraint=plan.constraint)
         try:
             for delta in stream:
                 yield from plan.feed(delta)
@@ -206,7 +218,7 @@ class ChatTurn:
 
     async def astream(self, engine: Any) -> AsyncIterator[TurnEvent]:
         plan = self.plan(engine)
-        stream = engine.astream(engine.render(plan.prompt), self.params, constraint=plan.constraint)
+        stream = engine.astream(plan.render(engine), plan.params, constraint=plan.constraint)
         try:
             async for delta in stream:
                 for event in plan.feed(delta):
@@ -242,9 +254,19 @@ class TurnPlan:
         self.trimmed: TrimReport | None = None
         #: The checked messages the prompt was rendered from (after any trim), before the tool protocol's markup.
         self.messages: list[dict[str, Any]] = []
+        #: Tools for the chat template's own ``tools`` argument (formats the template knows), else None.
+        self.template_tools: list[dict[str, Any]] | None = None
+        #: The turn's parameters with the format's stop strings added.
+        self.params: GenerationParams = turn.params
         self._parser = parser
         self._calls: list[ToolCall] = []
         self._invalid: list[InvalidToolCall] = []
+
+    def render(self, engine: Any) -> str:
+        """The prompt text: the chat template over the planned messages (and tools, for formats it knows)."""
+        if self.template_tools:
+            return engine.render(self.prompt, self.template_tools)
+        return engine.render(self.prompt)
 
     def feed(self, delta: str) -> list[TextDelta | ToolCall | InvalidToolCall]:
         """Events for the next piece of the answer."""
@@ -258,7 +280,7 @@ class TurnPlan:
         """Text and calls so far, after the parallel-call policy."""
         content = self._parser.result.content
         if self._calls or self._invalid:
-            content = content.strip()
+            content = _without_fence(content.strip())
         return ParsedOutput(content, list(self._calls), list(self._invalid))
 
     def read(self, text: str) -> ParsedOutput:
@@ -281,6 +303,7 @@ class TurnPlan:
             constrained=self.constrained,
         )
         fresh.trimmed, fresh.messages = self.trimmed, self.messages
+        fresh.template_tools, fresh.params = self.template_tools, self.params
         return fresh
 
     def finish_events(self, generation: GenerationResult | None) -> list[TurnEvent]:
@@ -347,6 +370,16 @@ def _read_structured(result: TurnResult, response_format: JsonFormat, generation
                 exc.text,
             )
         result.structured_error = exc
+
+
+def _without_fence(text: str) -> str:
+    """Text beside calls without the code fence a model may open around them (Qwen writes ```json first)."""
+    stripped = text.strip()
+    for fence in ("```json", "```"):
+        if stripped.endswith(fence):
+            stripped = stripped[: -len(fence)].rstrip()
+            break
+    return stripped
 
 
 def _call_json(call: ToolCall) -> str:

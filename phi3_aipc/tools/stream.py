@@ -49,7 +49,7 @@ class ToolStreamParser:
             events += self._finish_bare()
         elif self._mode == "call":
             events += self._parse_call(self._buffer, closed=False)
-        elif self._buffer:
+        elif self._buffer and not (self._has_calls() and self.protocol.drops_text_after_calls):
             events.append(self._buffer)
         self._buffer = ""
         for event in events:
@@ -108,6 +108,9 @@ class ToolStreamParser:
 
     def _emit_text(self, text: str) -> list[ParserEvent]:
         if not text:
+            return []
+        if self._has_calls() and self.protocol.drops_text_after_calls:
+            # A native-format model that goes on after its calls invents their results: that is no answer.
             return []
         self._record(text)
         return [text]
