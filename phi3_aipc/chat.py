@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from phi3_aipc.context import ContextOverflow, TrimReport, check_policy, fit_messages, prompt_budget
@@ -42,6 +42,9 @@ from phi3_aipc.tools.spec import (
 )
 from phi3_aipc.tools.stream import ToolStreamParser
 from phi3_aipc.tools.structured import OutputParseError, parse_json_output, with_json_instructions
+
+#: Text that does not open with '<' (markup); its end leaves the model's end-of-turn token free.
+ANSWER_NOT_MARKUP = r"[^<\s][\s\S]*"
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,8 @@ class ChatTurn:
     _checked: list[dict[str, Any]] = field(init=False, repr=False, compare=False)
     _specs: list[ToolSpec] = field(init=False, repr=False, compare=False)
     _choice: str = field(init=False, repr=False, compare=False)
+    #: Set on the turn that answers instead of repeating a call (see ``_answer_instead``).
+    _answering: bool = field(init=False, repr=False, compare=False, default=False)
 
     def __post_init__(self) -> None:
         # Refuse bad input now, before a model loads (a first NPU compile takes minutes).
@@ -176,6 +181,9 @@ class ChatTurn:
         kinds = frozenset(constraint_kinds) if self.constrained else frozenset()
         parallel = self.parallel_tool_calls
         constraint = protocol.constraint(shown, choice, kinds, parallel) if shown else None
+        if self._answering and "regex" in kinds:
+            # The answer must not open with markup: given no tools, the model echoes the <tool_response> block.
+            constraint = Constraint("regex", ANSWER_NOT_MARKUP)
         if self.response_format is not None:
             schema = self.response_format.schema
             prompt = with_json_instructions(prompt, schema)
@@ -186,6 +194,8 @@ class ChatTurn:
             self, prompt, constraint, parser, choice, shown, constrained=not wanted or constraint is not None
         )
         plan.messages = messages
+        if self._answering:  # no call now, and no invented result either
+            plan.params = self.params.with_stop((*protocol.stop_strings, protocol.open_tag))
         if shown:
             plan.template_tools = protocol.template_tools(shown)
             # A model that goes on after its calls writes invented results: stop where they would begin.
@@ -194,19 +204,82 @@ class ChatTurn:
 
     # -- running -------------------------------------------------------------------------------------------------
     def run(self, engine: Any) -> TurnResult:
+        result = self._run_once(engine)
+        again = self._answer_instead(result)
+        return again._run_once(engine) if again is not None else result
+
+    async def arun(self, engine: Any) -> TurnResult:
+        result = await self._arun_once(engine)
+        again = self._answer_instead(result)
+        return await again._arun_once(engine) if again is not None else result
+
+    def stream(self, engine: Any) -> Iterator[TurnEvent]:
+        """Events as they happen; the last is TurnDone. Closing the iterator early cancels the generation.
+
+        Right after tool results, events are held to the end of the answer: a repeated call is replaced by an answer
+        (see ``_answer_instead``) before anything reaches the caller."""
+        if not self._just_answered():
+            yield from self._stream_once(engine)
+            return
+        events = list(self._stream_once(engine))
+        again = (
+            self._answer_instead(events[-1].result) if events and isinstance(events[-1], TurnDone) else None
+        )
+        yield from again._stream_once(engine) if again is not None else events
+
+    async def astream(self, engine: Any) -> AsyncIterator[TurnEvent]:
+        if not self._just_answered():
+            async for event in self._astream_once(engine):
+                yield event
+            return
+        events = [event async for event in self._astream_once(engine)]
+        again = (
+            self._answer_instead(events[-1].result) if events and isinstance(events[-1], TurnDone) else None
+        )
+        if again is not None:
+            async for event in again._astream_once(engine):
+                yield event
+            return
+        for event in events:
+            yield event
+
+    # -- a repeated call is answered instead -------------------------------------------------------------------
+    def _just_answered(self) -> list[tuple[str, str]]:
+        """The calls of the last assistant turn whose results follow it, as (name, arguments JSON)."""
+        if self._choice != "auto" or not self._checked or self._checked[-1].get("role") != "tool":
+            return []
+        for message in reversed(self._checked):
+            if message.get("role") == "assistant":
+                return [_call_key(c.get("name"), c.get("arguments")) for c in message.get("tool_calls") or ()]
+        return []
+
+    def _answer_instead(self, result: TurnResult) -> ChatTurn | None:
+        """With 'auto' right after tool results, a small model often calls the same tool with the same arguments
+        again (Qwen2.5-Coder-0.5B does, through its own template, and an agent then loops to its recursion limit).
+        Those results are already in the conversation, so the turn is generated once more without tools: the
+        model answers from them. A call with other arguments, or another tool, is kept."""
+        answered = self._just_answered()
+        if not answered or not result.tool_calls or result.invalid_tool_calls:
+            return None
+        if any(_call_key(c.name, c.arguments) not in answered for c in result.tool_calls):
+            return None
+        again = replace(self, tool_choice="none")
+        object.__setattr__(again, "_answering", True)
+        return again
+
+    def _run_once(self, engine: Any) -> TurnResult:
         plan = self.plan(engine)
         generation = engine.generate(plan.render(engine), plan.params, constraint=plan.constraint)
         plan.feed(generation.text)
         return plan.finish(generation)
 
-    async def arun(self, engine: Any) -> TurnResult:
+    async def _arun_once(self, engine: Any) -> TurnResult:
         plan = self.plan(engine)
         generation = await engine.agenerate(plan.render(engine), plan.params, constraint=plan.constraint)
         plan.feed(generation.text)
         return plan.finish(generation)
 
-    def stream(self, engine: Any) -> Iterator[TurnEvent]:
-        """Events as they happen; the last is TurnDone. Closing the iterator early cancels the generation."""
+    def _stream_once(self, engine: Any) -> Iterator[TurnEvent]:
         plan = self.plan(engine)
         stream = engine.stream(plan.render(engine), plan.params, constraint=plan.constraint)
         try:
@@ -216,7 +289,7 @@ class ChatTurn:
             stream.close()
         yield from plan.finish_events(stream.result)
 
-    async def astream(self, engine: Any) -> AsyncIterator[TurnEvent]:
+    async def _astream_once(self, engine: Any) -> AsyncIterator[TurnEvent]:
         plan = self.plan(engine)
         stream = engine.astream(plan.render(engine), plan.params, constraint=plan.constraint)
         try:
@@ -380,6 +453,10 @@ def _without_fence(text: str) -> str:
             stripped = stripped[: -len(fence)].rstrip()
             break
     return stripped
+
+
+def _call_key(name: Any, arguments: Any) -> tuple[str, str]:
+    return str(name), json.dumps(arguments, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def _call_json(call: ToolCall) -> str:
