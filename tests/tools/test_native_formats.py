@@ -31,6 +31,7 @@ TIME = ToolSpec(
 )
 TOOLS = [WEATHER, TIME]
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
+F32 = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
 KINDS = frozenset({"json_schema", "regex", "structural_tags"})
 HERMES_CALL = re.compile(
     r'<tool_call>\n\{"name": "(get_weather|get_time)", "arguments": \{.*\}\}\n</tool_call>'
@@ -166,7 +167,7 @@ def test_a_call_repeated_right_after_its_result_is_answered_instead() -> None:
 def qwen_engine(tiny_qwen2_ov: Path):  # noqa: ANN201
     from phi3_aipc import get_engine, release_engine
 
-    engine = get_engine(str(tiny_qwen2_ov), device="CPU")
+    engine = get_engine(str(tiny_qwen2_ov), "CPU", options=F32)
     yield engine
     release_engine(engine)
 
@@ -182,18 +183,16 @@ def test_the_engine_reads_the_template_and_renders_its_tools_block(qwen_engine) 
 
 
 @pytest.mark.parametrize("choice", ["required", "get_time"])
-def test_the_constraint_forces_a_schema_valid_call_in_the_hermes_shape(qwen_engine, choice: str) -> None:  # noqa: ANN001
-    params = GenerationParams(max_new_tokens=80)
+def test_the_constraint_forces_the_hermes_opener_and_a_real_tool(qwen_engine, choice: str) -> None:  # noqa: ANN001
+    # Random weights under a JSON schema emit only whitespace inside the object (backends.md), so this checks
+    # what the constraint decides: the model's own opener, a newline, a bound tool's name, then the arguments
+    # object; the whole schema-valid call is checked on the real Qwen2.5 (tests/agents).
+    params = GenerationParams(max_new_tokens=24)
     turn = ChatTurn(USER, TOOLS, choice, params=params, parallel_tool_calls=False)
-    result = turn.run(qwen_engine)
-    assert HERMES_CALL.fullmatch(result.generation.text.strip()), result.generation.text
-    assert len(result.tool_calls) == 1 and not result.invalid_tool_calls
-    if choice != "required":
-        assert result.tool_calls[0].name == choice
-    assert isinstance(result.tool_calls[0].arguments.get("city"), str)
+    text = turn.run(qwen_engine).generation.text
+    names = "get_weather|get_time" if choice == "required" else choice
+    assert re.fullmatch(r'<tool_call>\n\{"name": "(' + names + r')", "arguments": \{\s*', text), text
     streamed = list(turn.stream(qwen_engine))
-    done = streamed[-1]
-    assert isinstance(done, TurnDone)
-    assert [(c.name, c.arguments) for c in done.result.tool_calls] == [
-        (c.name, c.arguments) for c in result.tool_calls
-    ]
+    assert isinstance(streamed[-1], TurnDone) and streamed[-1].result.generation.text == text
+    unconstrained = ChatTurn(USER, TOOLS, choice, params=params, constrained=False).run(qwen_engine)
+    assert not unconstrained.generation.text.startswith("<tool_call>")  # so the constraint did it
