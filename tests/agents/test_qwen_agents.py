@@ -79,3 +79,51 @@ def test_forced_with_parallel_calls_gives_one_call_per_city(qwen_coder: str) -> 
     )
     assert sorted(c["args"]["city"] for c in message.tool_calls) == ["Paris", "Rome"]
     assert message.content == "" and not message.invalid_tool_calls
+
+
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn", "openai")),
+    reason="needs the server stack and the openai client",
+)
+def test_the_server_door_runs_the_same_loop_to_an_answer(qwen_coder: str) -> None:
+    import json
+
+    import openai
+
+    from phi3_aipc.engine import get_engine
+    from phi3_aipc.server import BackgroundServer, ServerConfig, create_app
+
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Get the current weather in a city.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
+    app = create_app(get_engine(qwen_coder, "cpu"), ServerConfig(model_id="qwen"))
+    with BackgroundServer(app) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+        messages: list[dict] = [{"role": "user", "content": QUESTION}]
+        first = client.chat.completions.create(model="qwen", messages=messages, tools=tools, max_tokens=96)
+        choice = first.choices[0]
+        assert choice.finish_reason == "tool_calls" and not choice.message.content
+        (call,) = choice.message.tool_calls
+        assert (
+            call.function.name == "get_weather"
+            and "paris" in json.loads(call.function.arguments)["city"].lower()
+        )
+        messages += [
+            choice.message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": RESULT},
+        ]
+        final = client.chat.completions.create(model="qwen", messages=messages, tools=tools, max_tokens=96)
+    answer = final.choices[0].message
+    assert not answer.tool_calls and answer.content and not MARKUP.search(answer.content), answer
+    assert "17" in answer.content
