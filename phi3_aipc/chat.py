@@ -351,7 +351,7 @@ class TurnPlan:
 
     def parsed(self) -> ParsedOutput:
         """Text and calls so far, after the parallel-call policy."""
-        content = self._parser.result.content
+        content = self._parser.protocol.clean_text(self._parser.result.content)
         if self._calls or self._invalid:
             content = _without_fence(content.strip())
         return ParsedOutput(content, list(self._calls), list(self._invalid))

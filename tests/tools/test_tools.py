@@ -173,11 +173,15 @@ def test_auto_uses_structural_tags_one_per_tool():
 
 def test_required_and_named_force_a_call_by_schema():
     required = json.loads(
-        prepare_tool_call(USER, TOOLS, "required", constraint_kinds=STRUCTURAL, parallel=False).constraint.value
+        prepare_tool_call(
+            USER, TOOLS, "required", constraint_kinds=STRUCTURAL, parallel=False
+        ).constraint.value
     )
     assert [a["properties"]["name"]["const"] for a in required["anyOf"]] == ["get_weather", "multiply"]
     named = json.loads(
-        prepare_tool_call(USER, TOOLS, "multiply", constraint_kinds=STRUCTURAL, parallel=False).constraint.value
+        prepare_tool_call(
+            USER, TOOLS, "multiply", constraint_kinds=STRUCTURAL, parallel=False
+        ).constraint.value
     )
     assert named["properties"]["arguments"] == dict(MULTIPLY.parameters)
     phi4 = json.loads(
@@ -312,10 +316,16 @@ def _stream(text, choice="auto", size=3):
 def test_stream_emits_text_live_and_calls_when_they_close(size):
     text = 'Hi <tool <tool_call>{"name": "multiply", "arguments": {"a": 6, "b": 7}}</tool_call> done'
     events, result = _stream(text, size=size)
-    assert "".join(e for e in events if isinstance(e, str)) == "Hi <tool  done"
+    # Text after the calls is dropped: a model that goes on after its calls invents their results (issue 22).
+    assert "".join(e for e in events if isinstance(e, str)) == "Hi <tool "
     calls = [e for e in events if isinstance(e, ToolCall)]
     assert [(c.name, c.arguments) for c in calls] == [("multiply", {"a": 6, "b": 7})]
-    assert result.content == "Hi <tool  done" and result.tool_calls == calls
+    assert result.content == "Hi <tool" and result.tool_calls == calls
+
+
+def test_an_echoed_result_block_is_unwrapped_into_the_answer():
+    plan = prepare_tool_call(USER, TOOLS)
+    assert plan.read('<tool_result name="multiply">\n42\n</tool_result>').content == "42"
 
 
 def test_stream_bare_forced_call_and_cut_off_call():

@@ -9,6 +9,7 @@ them; a ``<tool_result`` it writes anyway stops the turn).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,10 +34,19 @@ class JsonTagsProtocol:
     name = "json_tags"
     open_tag = "<tool_call>"
     close_tag = "</tool_call>"
-    #: Stop strings for the turn: the start of an invented tool result (a model imitating the results it was shown).
-    stop_strings: tuple[str, ...] = ("<tool_result",)
-    #: Whether text after the calls is dropped (native formats: a model that goes on after its calls invents).
-    drops_text_after_calls = False
+    #: Stop strings for the turn. None here: after tool results SmolLM2 answers by echoing the result block, so a
+    #: stop there would leave no answer at all; ``clean_text`` unwraps it instead.
+    stop_strings: tuple[str, ...] = ()
+    #: Whether text after the calls is dropped: a model that goes on after its calls invents their results.
+    drops_text_after_calls = True
+    #: Result markup a model may echo in its answer; the answer keeps what is inside.
+    result_markup = re.compile(r"</?tool_(?:result|response)\b[^>]*>")
+
+    def clean_text(self, text: str) -> str:
+        """The answer without echoed result markup (the text inside stays: it is what the model answers with)."""
+        if not self.result_markup.search(text):
+            return text
+        return self.result_markup.sub("", text).strip()
 
     def template_tools(self, tools: Sequence[ToolSpec]) -> list[dict[str, Any]] | None:
         """Tools for the chat template's own ``tools`` argument; None: this format puts them in the prompt."""

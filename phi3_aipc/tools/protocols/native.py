@@ -27,8 +27,6 @@ class TemplateToolsProtocol(JsonTagsProtocol):
     call_end = ""
     #: The key that holds a call's arguments in this format ("arguments", Llama 3.x: "parameters").
     arguments_key = "arguments"
-    #: Whatever a model writes after its calls is no answer (it invents results): the parser drops it.
-    drops_text_after_calls = True
 
     def render(
         self, messages: Sequence[Mapping[str, Any]], tools: Sequence[ToolSpec], choice: str
