@@ -40,7 +40,7 @@ from phi3_aipc.tools.spec import (
     normalise_tool_choice,
     to_tool_specs,
 )
-from phi3_aipc.tools.stream import ToolStreamParser
+from phi3_aipc.tools.stream import MarkupFilter, ToolStreamParser
 from phi3_aipc.tools.structured import OutputParseError, parse_json_output, with_json_instructions
 
 #: Text that does not open with '<' (markup); its end leaves the model's end-of-turn token free.
@@ -332,6 +332,7 @@ class TurnPlan:
         #: The turn's parameters with the format's stop strings added.
         self.params: GenerationParams = turn.params
         self._parser = parser
+        self._markup = MarkupFilter(parser.protocol.result_markup)
         self._calls: list[ToolCall] = []
         self._invalid: list[InvalidToolCall] = []
 
@@ -343,11 +344,26 @@ class TurnPlan:
 
     def feed(self, delta: str) -> list[TextDelta | ToolCall | InvalidToolCall]:
         """Events for the next piece of the answer."""
-        return [self._event(e) for e in self._parser.feed(delta)]
+        return self._events(self._parser.feed(delta), end=False)
 
     def flush(self) -> list[TextDelta | ToolCall | InvalidToolCall]:
         """Events for whatever the parser still held when the answer ended."""
-        return [self._event(e) for e in self._parser.finish()]
+        return self._events(self._parser.finish(), end=True)
+
+    def _events(
+        self, raw: list[str | ToolCall | InvalidToolCall], *, end: bool
+    ) -> list[TextDelta | ToolCall | InvalidToolCall]:
+        # Echoed result markup leaves the text as it streams, as parsed() leaves it from the whole answer.
+        events: list[TextDelta | ToolCall | InvalidToolCall] = []
+        for event in raw:
+            text = self._markup.push(event) if isinstance(event, str) else self._markup.flush()
+            if text:
+                events.append(TextDelta(text))
+            if not isinstance(event, str):
+                events.append(self._event(event))
+        if end and (rest := self._markup.flush()):
+            events.append(TextDelta(rest))
+        return events
 
     def parsed(self) -> ParsedOutput:
         """Text and calls so far, after the parallel-call policy."""

@@ -324,8 +324,11 @@ def test_stream_emits_text_live_and_calls_when_they_close(size):
 
 
 def test_an_echoed_result_block_is_unwrapped_into_the_answer():
-    plan = prepare_tool_call(USER, TOOLS)
-    assert plan.read('<tool_result name="multiply">\n42\n</tool_result>').content == "42"
+    answer = '<tool_result name="multiply">\n42\n</tool_result>'
+    assert prepare_tool_call(USER, TOOLS).read(answer).content.strip() == "42"
+    for size in (1, 3, 100):
+        events, result = _stream(answer, size=size)
+        assert "".join(e for e in events if isinstance(e, str)) == result.content == "\n42\n"
 
 
 def test_stream_bare_forced_call_and_cut_off_call():

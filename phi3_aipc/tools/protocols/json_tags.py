@@ -44,9 +44,7 @@ class JsonTagsProtocol:
 
     def clean_text(self, text: str) -> str:
         """The answer without echoed result markup (the text inside stays: it is what the model answers with)."""
-        if not self.result_markup.search(text):
-            return text
-        return self.result_markup.sub("", text).strip()
+        return self.result_markup.sub("", text)
 
     def template_tools(self, tools: Sequence[ToolSpec]) -> list[dict[str, Any]] | None:
         """Tools for the chat template's own ``tools`` argument; None: this format puts them in the prompt."""
