@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from phi3_aipc.context import ContextOverflow, TrimReport, check_policy, fit_messages, prompt_budget
@@ -40,8 +40,11 @@ from phi3_aipc.tools.spec import (
     normalise_tool_choice,
     to_tool_specs,
 )
-from phi3_aipc.tools.stream import ToolStreamParser
+from phi3_aipc.tools.stream import MarkupFilter, ToolStreamParser
 from phi3_aipc.tools.structured import OutputParseError, parse_json_output, with_json_instructions
+
+#: Text that does not open with '<' (markup); its end leaves the model's end-of-turn token free.
+ANSWER_NOT_MARKUP = r"[^<\s][\s\S]*"
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,8 @@ class ChatTurn:
     _checked: list[dict[str, Any]] = field(init=False, repr=False, compare=False)
     _specs: list[ToolSpec] = field(init=False, repr=False, compare=False)
     _choice: str = field(init=False, repr=False, compare=False)
+    #: Set on the turn that answers instead of repeating a call (see ``_answer_instead``).
+    _answering: bool = field(init=False, repr=False, compare=False, default=False)
 
     def __post_init__(self) -> None:
         # Refuse bad input now, before a model loads (a first NPU compile takes minutes).
@@ -132,16 +137,19 @@ class ChatTurn:
         """The prompt, the constraint and the parser for ``engine``'s model family and backend (and, with
         context_overflow="trim", its window)."""
         family, kinds = engine.model_family, engine.constraint_kinds
+        # The template's text picks the tool format (a remote engine has none: the server's model decides).
+        template = getattr(engine, "chat_template", None)
         messages = neutralise_messages(self._checked, engine.special_tokens)
         budget = prompt_budget(engine, self.params.max_new_tokens)
         if self.context_overflow != "trim" or budget is None:
-            return self._plan_messages(messages, family, kinds)
+            return self._plan_messages(messages, family, kinds, template)
 
         def count(candidate: list[dict[str, Any]]) -> int:
-            return engine.count_tokens(engine.render(self._plan_messages(candidate, family, kinds).prompt))
+            planned = self._plan_messages(candidate, family, kinds, template)
+            return engine.count_tokens(planned.render(engine))
 
         fitted, report = fit_messages(messages, count, budget, engine.count_tokens)
-        plan = self._plan_messages(fitted, family, kinds)
+        plan = self._plan_messages(fitted, family, kinds, template)
         plan.trimmed = report if report.changed else None
         plan.messages = fitted
         return plan
@@ -151,21 +159,31 @@ class ChatTurn:
         model_family: str,
         constraint_kinds: Iterable[str] = (),
         special_tokens: Iterable[str] = (),
+        chat_template: str | None = None,
     ) -> TurnPlan:
-        """``plan`` from the facts it needs: the model family, the backend's constraint kinds, control tokens."""
+        """``plan`` from the facts it needs: the model family, the backend's constraint kinds, control tokens and
+        the chat template's source (which picks the tool format)."""
         return self._plan_messages(
-            neutralise_messages(self._checked, special_tokens), model_family, constraint_kinds
+            neutralise_messages(self._checked, special_tokens), model_family, constraint_kinds, chat_template
         )
 
     def _plan_messages(
-        self, messages: list[dict[str, Any]], model_family: str, constraint_kinds: Iterable[str]
+        self,
+        messages: list[dict[str, Any]],
+        model_family: str,
+        constraint_kinds: Iterable[str],
+        chat_template: str | None = None,
     ) -> TurnPlan:
         choice = self._choice
-        protocol = protocol_for(model_family)
+        protocol = protocol_for(model_family, chat_template)
         shown = [] if choice == "none" else [t for t in self._specs if choice in ("auto", "required", t.name)]
         prompt = protocol.render(messages, shown, choice)
         kinds = frozenset(constraint_kinds) if self.constrained else frozenset()
-        constraint = protocol.constraint(shown, choice, kinds) if shown else None
+        parallel = self.parallel_tool_calls
+        constraint = protocol.constraint(shown, choice, kinds, parallel) if shown else None
+        if self._answering and "regex" in kinds:
+            # The answer must not open with markup: given no tools, the model echoes the <tool_response> block.
+            constraint = Constraint("regex", ANSWER_NOT_MARKUP)
         if self.response_format is not None:
             schema = self.response_format.schema
             prompt = with_json_instructions(prompt, schema)
@@ -176,27 +194,94 @@ class ChatTurn:
             self, prompt, constraint, parser, choice, shown, constrained=not wanted or constraint is not None
         )
         plan.messages = messages
+        if self._answering:  # no call now, and no invented result either
+            plan.params = self.params.with_stop((*protocol.stop_strings, protocol.open_tag))
+        if shown:
+            plan.template_tools = protocol.template_tools(shown)
+            # A model that goes on after its calls writes invented results: stop where they would begin.
+            plan.params = self.params.with_stop(protocol.stop_strings)
         return plan
 
     # -- running -------------------------------------------------------------------------------------------------
     def run(self, engine: Any) -> TurnResult:
-        plan = self.plan(engine)
-        generation = engine.generate(engine.render(plan.prompt), self.params, constraint=plan.constraint)
-        plan.feed(generation.text)
-        return plan.finish(generation)
+        result = self._run_once(engine)
+        again = self._answer_instead(result)
+        return again._run_once(engine) if again is not None else result
 
     async def arun(self, engine: Any) -> TurnResult:
-        plan = self.plan(engine)
-        generation = await engine.agenerate(
-            engine.render(plan.prompt), self.params, constraint=plan.constraint
+        result = await self._arun_once(engine)
+        again = self._answer_instead(result)
+        return await again._arun_once(engine) if again is not None else result
+
+    def stream(self, engine: Any) -> Iterator[TurnEvent]:
+        """Events as they happen; the last is TurnDone. Closing the iterator early cancels the generation.
+
+        Right after tool results, events are held to the end of the answer: a repeated call is replaced by an answer
+        (see ``_answer_instead``) before anything reaches the caller."""
+        if not self._just_answered():
+            yield from self._stream_once(engine)
+            return
+        events = list(self._stream_once(engine))
+        again = (
+            self._answer_instead(events[-1].result) if events and isinstance(events[-1], TurnDone) else None
         )
+        yield from again._stream_once(engine) if again is not None else events
+
+    async def astream(self, engine: Any) -> AsyncIterator[TurnEvent]:
+        if not self._just_answered():
+            async for event in self._astream_once(engine):
+                yield event
+            return
+        events = [event async for event in self._astream_once(engine)]
+        again = (
+            self._answer_instead(events[-1].result) if events and isinstance(events[-1], TurnDone) else None
+        )
+        if again is not None:
+            async for event in again._astream_once(engine):
+                yield event
+            return
+        for event in events:
+            yield event
+
+    # -- a repeated call is answered instead -------------------------------------------------------------------
+    def _just_answered(self) -> list[tuple[str, str]]:
+        """The calls of the last assistant turn whose results follow it, as (name, arguments JSON)."""
+        if self._choice != "auto" or not self._checked or self._checked[-1].get("role") != "tool":
+            return []
+        for message in reversed(self._checked):
+            if message.get("role") == "assistant":
+                return [_call_key(c.get("name"), c.get("arguments")) for c in message.get("tool_calls") or ()]
+        return []
+
+    def _answer_instead(self, result: TurnResult) -> ChatTurn | None:
+        """With 'auto' right after tool results, a small model often calls the same tool with the same arguments
+        again (Qwen2.5-Coder-0.5B does, through its own template, and an agent then loops to its recursion limit).
+        Those results are already in the conversation, so the turn is generated once more without tools: the
+        model answers from them. A call with other arguments, or another tool, is kept."""
+        answered = self._just_answered()
+        if not answered or not result.tool_calls or result.invalid_tool_calls:
+            return None
+        if any(_call_key(c.name, c.arguments) not in answered for c in result.tool_calls):
+            return None
+        again = replace(self, tool_choice="none")
+        object.__setattr__(again, "_answering", True)
+        return again
+
+    def _run_once(self, engine: Any) -> TurnResult:
+        plan = self.plan(engine)
+        generation = engine.generate(plan.render(engine), plan.params, constraint=plan.constraint)
         plan.feed(generation.text)
         return plan.finish(generation)
 
-    def stream(self, engine: Any) -> Iterator[TurnEvent]:
-        """Events as they happen; the last is TurnDone. Closing the iterator early cancels the generation."""
+    async def _arun_once(self, engine: Any) -> TurnResult:
         plan = self.plan(engine)
-        stream = engine.stream(engine.render(plan.prompt), self.params, constraint=plan.constraint)
+        generation = await engine.agenerate(plan.render(engine), plan.params, constraint=plan.constraint)
+        plan.feed(generation.text)
+        return plan.finish(generation)
+
+    def _stream_once(self, engine: Any) -> Iterator[TurnEvent]:
+        plan = self.plan(engine)
+        stream = engine.stream(plan.render(engine), plan.params, constraint=plan.constraint)
         try:
             for delta in stream:
                 yield from plan.feed(delta)
@@ -204,9 +289,9 @@ class ChatTurn:
             stream.close()
         yield from plan.finish_events(stream.result)
 
-    async def astream(self, engine: Any) -> AsyncIterator[TurnEvent]:
+    async def _astream_once(self, engine: Any) -> AsyncIterator[TurnEvent]:
         plan = self.plan(engine)
-        stream = engine.astream(engine.render(plan.prompt), self.params, constraint=plan.constraint)
+        stream = engine.astream(plan.render(engine), plan.params, constraint=plan.constraint)
         try:
             async for delta in stream:
                 for event in plan.feed(delta):
@@ -242,23 +327,49 @@ class TurnPlan:
         self.trimmed: TrimReport | None = None
         #: The checked messages the prompt was rendered from (after any trim), before the tool protocol's markup.
         self.messages: list[dict[str, Any]] = []
+        #: Tools for the chat template's own ``tools`` argument (formats the template knows), else None.
+        self.template_tools: list[dict[str, Any]] | None = None
+        #: The turn's parameters with the format's stop strings added.
+        self.params: GenerationParams = turn.params
         self._parser = parser
+        self._markup = MarkupFilter(parser.protocol.result_markup)
         self._calls: list[ToolCall] = []
         self._invalid: list[InvalidToolCall] = []
 
+    def render(self, engine: Any) -> str:
+        """The prompt text: the chat template over the planned messages (and tools, for formats it knows)."""
+        if self.template_tools:
+            return engine.render(self.prompt, self.template_tools)
+        return engine.render(self.prompt)
+
     def feed(self, delta: str) -> list[TextDelta | ToolCall | InvalidToolCall]:
         """Events for the next piece of the answer."""
-        return [self._event(e) for e in self._parser.feed(delta)]
+        return self._events(self._parser.feed(delta), end=False)
 
     def flush(self) -> list[TextDelta | ToolCall | InvalidToolCall]:
         """Events for whatever the parser still held when the answer ended."""
-        return [self._event(e) for e in self._parser.finish()]
+        return self._events(self._parser.finish(), end=True)
+
+    def _events(
+        self, raw: list[str | ToolCall | InvalidToolCall], *, end: bool
+    ) -> list[TextDelta | ToolCall | InvalidToolCall]:
+        # Echoed result markup leaves the text as it streams, as parsed() leaves it from the whole answer.
+        events: list[TextDelta | ToolCall | InvalidToolCall] = []
+        for event in raw:
+            text = self._markup.push(event) if isinstance(event, str) else self._markup.flush()
+            if text:
+                events.append(TextDelta(text))
+            if not isinstance(event, str):
+                events.append(self._event(event))
+        if end and (rest := self._markup.flush()):
+            events.append(TextDelta(rest))
+        return events
 
     def parsed(self) -> ParsedOutput:
         """Text and calls so far, after the parallel-call policy."""
-        content = self._parser.result.content
+        content = self._parser.protocol.clean_text(self._parser.result.content)
         if self._calls or self._invalid:
-            content = content.strip()
+            content = _without_fence(content.strip())
         return ParsedOutput(content, list(self._calls), list(self._invalid))
 
     def read(self, text: str) -> ParsedOutput:
@@ -281,6 +392,7 @@ class TurnPlan:
             constrained=self.constrained,
         )
         fresh.trimmed, fresh.messages = self.trimmed, self.messages
+        fresh.template_tools, fresh.params = self.template_tools, self.params
         return fresh
 
     def finish_events(self, generation: GenerationResult | None) -> list[TurnEvent]:
@@ -347,6 +459,20 @@ def _read_structured(result: TurnResult, response_format: JsonFormat, generation
                 exc.text,
             )
         result.structured_error = exc
+
+
+def _without_fence(text: str) -> str:
+    """Text beside calls without the code fence a model may open around them (Qwen writes ```json first)."""
+    stripped = text.strip()
+    for fence in ("```json", "```"):
+        if stripped.endswith(fence):
+            stripped = stripped[: -len(fence)].rstrip()
+            break
+    return stripped
+
+
+def _call_key(name: Any, arguments: Any) -> tuple[str, str]:
+    return str(name), json.dumps(arguments, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def _call_json(call: ToolCall) -> str:

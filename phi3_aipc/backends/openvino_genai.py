@@ -87,6 +87,11 @@ class OpenVINOGenAIBackend(Backend):
             [dict(m) for m in messages], add_generation_prompt=True, tools=tools or None
         )
 
+    @property
+    def chat_template(self) -> str | None:
+        """The template the tokenizer IR carries (rt_info 'chat_template'), which says whether it renders tools."""
+        return getattr(self._tokenizer, "chat_template", None) or None
+
     def count_tokens(self, prompt: str) -> int:
         return int(self._tokenizer.encode(prompt).input_ids.shape[1])
 
@@ -148,14 +153,21 @@ def structured_output_config(constraint: Constraint | None) -> Any:
     if constraint is None:
         return None
     if constraint.kind == "structural_tags":
-        tags = ov_genai.StructuralTagsConfig(
-            structural_tags=[
-                ov_genai.StructuralTagItem(begin=t.begin, schema=t.schema, end=t.end) for t in constraint.tags
-            ],
-            triggers=list(constraint.triggers),
-        )
-        return ov_genai.StructuredOutputConfig(structural_tags_config=tags)
+        return ov_genai.StructuredOutputConfig(structural_tags_config=_structural_tags(constraint))
     return ov_genai.StructuredOutputConfig(**{constraint.kind: constraint.value})
+
+
+def _structural_tags(constraint: Constraint) -> Any:
+    """xgrammar's structural-tag formats (OpenVINO GenAI 2026): triggered tags amid free text, or tags only."""
+    config = ov_genai.StructuredOutputConfig
+    tags = [config.Tag(t.begin, config.JSONSchema(t.schema), t.end) for t in constraint.tags]
+    if constraint.at_least_one:
+        return config.TagsWithSeparator(
+            tags, constraint.separator, at_least_one=True, stop_after_first=constraint.stop_after_first
+        )
+    return config.TriggeredTags(
+        list(constraint.triggers), tags, at_least_one=False, stop_after_first=constraint.stop_after_first
+    )
 
 
 def _output(metrics: Any) -> BackendOutput:

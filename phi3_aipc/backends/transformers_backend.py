@@ -58,6 +58,11 @@ class TransformersBackend(Backend):
         added = self._tokenizer.added_tokens_decoder.values()
         return frozenset(self._tokenizer.all_special_tokens) | {t.content for t in added if t.special}
 
+    @property
+    def chat_template(self) -> str | None:
+        template = getattr(self._tokenizer, "chat_template", None)
+        return template if isinstance(template, str) else None
+
     def apply_chat_template(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> str:
         return self._tokenizer.apply_chat_template(
             [dict(m) for m in messages], tools=tools or None, tokenize=False, add_generation_prompt=True

@@ -79,6 +79,11 @@ class Engine:
         return self.backend.special_tokens
 
     @property
+    def chat_template(self) -> str | None:
+        """The model's chat template source, where the backend can read it (it picks the tool-call format)."""
+        return self.backend.chat_template
+
+    @property
     def constraint_kinds(self) -> frozenset[str]:
         return self.backend.constraint_kinds
 

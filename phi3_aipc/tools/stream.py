@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from phi3_aipc.tools.protocols import JsonTagsProtocol
@@ -49,7 +50,7 @@ class ToolStreamParser:
             events += self._finish_bare()
         elif self._mode == "call":
             events += self._parse_call(self._buffer, closed=False)
-        elif self._buffer:
+        elif self._buffer and not (self._has_calls() and self.protocol.drops_text_after_calls):
             events.append(self._buffer)
         self._buffer = ""
         for event in events:
@@ -109,6 +110,9 @@ class ToolStreamParser:
     def _emit_text(self, text: str) -> list[ParserEvent]:
         if not text:
             return []
+        if self._has_calls() and self.protocol.drops_text_after_calls:
+            # A native-format model that goes on after its calls invents their results: that is no answer.
+            return []
         self._record(text)
         return [text]
 
@@ -124,6 +128,32 @@ class ToolStreamParser:
             self.result.tool_calls.append(event)
         else:
             self.result.invalid_tool_calls.append(event)
+
+
+class MarkupFilter:
+    """Takes echoed result markup (``<tool_result ...>``, ``</tool_response>``) out of streamed text, holding back
+    a piece that may be the start of such a tag, so streamed and whole answers read the same."""
+
+    STARTS = ("<tool_result", "</tool_result", "<tool_response", "</tool_response")
+
+    def __init__(self, pattern: re.Pattern[str]):
+        self._pattern = pattern
+        self._held = ""
+
+    def push(self, text: str) -> str:
+        text = self._held + text
+        self._held = ""
+        cut = text.rfind("<")
+        if cut >= 0 and ">" not in text[cut:] and self._may_open(text[cut:]):
+            text, self._held = text[:cut], text[cut:]
+        return self._pattern.sub("", text)
+
+    def flush(self) -> str:
+        text, self._held = self._held, ""
+        return self._pattern.sub("", text)
+
+    def _may_open(self, rest: str) -> bool:
+        return any(s.startswith(rest) or rest.startswith(s) for s in self.STARTS)
 
 
 def _partial_suffix(text: str, tag: str) -> int:

@@ -5,6 +5,7 @@ end check only device selection and error messages, with test doubles standing i
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -353,3 +354,37 @@ def test_a_top_k_above_the_vocabulary_samples_as_if_unset(ort_tiny: Engine) -> N
     chat = [{"role": "user", "content": "Hello"}]
     # Same seed, same engine: a clamped top_k samples exactly as no top_k does (both keep the whole vocabulary).
     assert ort_tiny.generate(chat, huge).text == ort_tiny.generate(chat, unset).text
+
+
+@pytest.mark.smollm2
+@pytest.mark.parametrize("stop_after_first", [False, True])
+def test_smollm2_tags_only_constraint_is_one_or_more_tags(smollm2: Engine, stop_after_first: bool) -> None:
+    # A forced call (issue 22): nothing but tags, joined by the separator; exactly one with stop_after_first.
+    schema = {
+        "type": "object",
+        "properties": {"city": {"enum": ["Paris", "Rome"]}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    tags = tuple(
+        TaggedSchema(
+            begin=f'<tool_call>\n{{"name": "{n}", "arguments": ',
+            schema=json.dumps(schema),
+            end="}\n</tool_call>",
+        )
+        for n in ("get_weather", "get_time")
+    )
+    constraint = Constraint(
+        "structural_tags",
+        tags=tags,
+        triggers=("<tool_call>",),
+        at_least_one=True,
+        stop_after_first=stop_after_first,
+    )
+    chat = [{"role": "user", "content": "Weather and time in Paris and in Rome?"}]
+    text = smollm2.generate(chat, GenerationParams(max_new_tokens=120), constraint=constraint).text
+    one = r'<tool_call>\n\{"name": "(get_weather|get_time)", "arguments": \{"city": ?"(Paris|Rome)"\}\}\n</tool_call>'
+    if stop_after_first:
+        assert re.fullmatch(one, text), text
+    else:  # more than one call is allowed (SmolLM2 goes on writing them up to max_new_tokens)
+        assert re.match(rf"{one}(\n{one})+", text), text

@@ -42,9 +42,12 @@ USER = [{"role": "user", "content": "What is the weather in Paris?"}]
 STRUCTURAL = frozenset({"json_schema", "structural_tags"})
 
 
-def prepare_tool_call(messages, tools, choice=None, *, family="other", constraint_kinds=(), constrained=True):
+def prepare_tool_call(
+    messages, tools, choice=None, *, family="other", constraint_kinds=(), constrained=True, parallel=True
+):
     """The chat turn planned for a model family and a backend's constraint kinds (no engine needed)."""
-    return ChatTurn(messages, tools, choice, constrained=constrained).plan_for(family, constraint_kinds)
+    turn = ChatTurn(messages, tools, choice, constrained=constrained, parallel_tool_calls=parallel)
+    return turn.plan_for(family, constraint_kinds)
 
 
 # -- specs and choices ------------------------------------------------------------------------------------------
@@ -170,11 +173,15 @@ def test_auto_uses_structural_tags_one_per_tool():
 
 def test_required_and_named_force_a_call_by_schema():
     required = json.loads(
-        prepare_tool_call(USER, TOOLS, "required", constraint_kinds=STRUCTURAL).constraint.value
+        prepare_tool_call(
+            USER, TOOLS, "required", constraint_kinds=STRUCTURAL, parallel=False
+        ).constraint.value
     )
     assert [a["properties"]["name"]["const"] for a in required["anyOf"]] == ["get_weather", "multiply"]
     named = json.loads(
-        prepare_tool_call(USER, TOOLS, "multiply", constraint_kinds=STRUCTURAL).constraint.value
+        prepare_tool_call(
+            USER, TOOLS, "multiply", constraint_kinds=STRUCTURAL, parallel=False
+        ).constraint.value
     )
     assert named["properties"]["arguments"] == dict(MULTIPLY.parameters)
     phi4 = json.loads(
@@ -183,6 +190,25 @@ def test_required_and_named_force_a_call_by_schema():
         ).constraint.value
     )
     assert phi4["type"] == "array" and phi4["minItems"] == 1
+
+
+def test_forced_with_parallel_calls_allows_one_call_or_a_list_of_them():
+    one, many = json.loads(
+        prepare_tool_call(USER, TOOLS, "required", constraint_kinds=STRUCTURAL).constraint.value
+    )["anyOf"]
+    assert [a["properties"]["name"]["const"] for a in one["anyOf"]] == ["get_weather", "multiply"]
+    assert many == {"type": "array", "items": one, "minItems": 1}
+    text = '[{"name": "multiply", "arguments": {"a": 2, "b": 3}}, {"name": "multiply", "arguments": {"a": 4, "b": 5}}]'
+    parsed = prepare_tool_call(USER, TOOLS, "required", constraint_kinds=STRUCTURAL).read(text)
+    assert [c.arguments for c in parsed.tool_calls] == [{"a": 2, "b": 3}, {"a": 4, "b": 5}]
+
+
+def test_the_json_tags_prompt_names_no_tool_as_its_example_and_says_nothing_of_results():
+    system = prepare_tool_call(USER, TOOLS).prompt[0]["content"]
+    assert "For example:" in system and '"name": "get_weather", "arguments": {...}' not in system
+    example = system.split("For example:")[1].splitlines()[0]
+    assert "get_weather" not in example and "multiply" not in example
+    assert "tool_result" not in system
 
 
 def test_no_constraint_when_backend_cannot_or_when_turned_off():
@@ -290,10 +316,19 @@ def _stream(text, choice="auto", size=3):
 def test_stream_emits_text_live_and_calls_when_they_close(size):
     text = 'Hi <tool <tool_call>{"name": "multiply", "arguments": {"a": 6, "b": 7}}</tool_call> done'
     events, result = _stream(text, size=size)
-    assert "".join(e for e in events if isinstance(e, str)) == "Hi <tool  done"
+    # Text after the calls is dropped: a model that goes on after its calls invents their results (issue 22).
+    assert "".join(e for e in events if isinstance(e, str)) == "Hi <tool "
     calls = [e for e in events if isinstance(e, ToolCall)]
     assert [(c.name, c.arguments) for c in calls] == [("multiply", {"a": 6, "b": 7})]
-    assert result.content == "Hi <tool  done" and result.tool_calls == calls
+    assert result.content == "Hi <tool" and result.tool_calls == calls
+
+
+def test_an_echoed_result_block_is_unwrapped_into_the_answer():
+    answer = '<tool_result name="multiply">\n42\n</tool_result>'
+    assert prepare_tool_call(USER, TOOLS).read(answer).content.strip() == "42"
+    for size in (1, 3, 100):
+        events, result = _stream(answer, size=size)
+        assert "".join(e for e in events if isinstance(e, str)) == result.content == "\n42\n"
 
 
 def test_stream_bare_forced_call_and_cut_off_call():

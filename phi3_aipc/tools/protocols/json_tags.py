@@ -2,12 +2,14 @@
 
 The system prompt describes the tools; the model writes ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``,
 once per call. Tool results come back as a user turn holding ``<tool_result name=...>`` blocks, because these chat
-templates know only system, user and assistant.
+templates know only system, user and assistant (the prompt does not describe them, so the model does not imitate
+them; a ``<tool_result`` it writes anyway stops the turn).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,6 +34,21 @@ class JsonTagsProtocol:
     name = "json_tags"
     open_tag = "<tool_call>"
     close_tag = "</tool_call>"
+    #: Stop strings for the turn. None here: after tool results SmolLM2 answers by echoing the result block, so a
+    #: stop there would leave no answer at all; ``clean_text`` unwraps it instead.
+    stop_strings: tuple[str, ...] = ()
+    #: Whether text after the calls is dropped: a model that goes on after its calls invents their results.
+    drops_text_after_calls = True
+    #: Result markup a model may echo in its answer; the answer keeps what is inside.
+    result_markup = re.compile(r"</?tool_(?:result|response)\b[^>]*>")
+
+    def clean_text(self, text: str) -> str:
+        """The answer without echoed result markup (the text inside stays: it is what the model answers with)."""
+        return self.result_markup.sub("", text)
+
+    def template_tools(self, tools: Sequence[ToolSpec]) -> list[dict[str, Any]] | None:
+        """Tools for the chat template's own ``tools`` argument; None: this format puts them in the prompt."""
+        return None
 
     # -- prompt ------------------------------------------------------------------------------------------------------
     def render(
@@ -69,7 +86,10 @@ class JsonTagsProtocol:
 
     def instructions(self, tools: Sequence[ToolSpec], choice: str) -> str:
         listing = "\n".join(json.dumps(t.to_dict(), ensure_ascii=False) for t in tools)
-        example = f'{self.open_tag}{{"name": "{tools[0].name}", "arguments": {{...}}}}{self.close_tag}'
+        # A placeholder, not a real tool: an example naming the first tool made SmolLM2 call it 31 times in 50.
+        example = (
+            f'{self.open_tag}{{"name": <the tool\'s name>, "arguments": {{<its arguments>}}}}{self.close_tag}'
+        )
         lines = [
             "You can call these tools. Each is given as JSON with its name, description and a JSON schema of "
             "its arguments:",
@@ -77,7 +97,8 @@ class JsonTagsProtocol:
             "",
             f'To call a tool, write {self.open_tag}, then a JSON object with the tool\'s "name" and its '
             f'"arguments", then {self.close_tag}. For example: {example}',
-            "To call several tools, write one block per call. The results come back in <tool_result> blocks.",
+            # Nothing here says how results look: a model told so writes invented results itself.
+            "To call several tools, write one block per call, then stop.",
         ]
         if choice == "auto":
             lines.append("If no tool is needed, answer in plain text.")
@@ -103,8 +124,11 @@ class JsonTagsProtocol:
         return {"role": "user", "content": "\n".join(blocks)}
 
     # -- constraint --------------------------------------------------------------------------------------------------
-    def constraint(self, tools: Sequence[ToolSpec], choice: str, kinds: frozenset[str]) -> Constraint | None:
-        """The strongest constraint ``kinds`` allows: tagged schemas for 'auto', one forced call otherwise."""
+    def constraint(
+        self, tools: Sequence[ToolSpec], choice: str, kinds: frozenset[str], parallel: bool = True
+    ) -> Constraint | None:
+        """The strongest constraint ``kinds`` allows: tagged schemas for 'auto'; forced, one call (or, with
+        ``parallel``, one call or a list of one or more)."""
         if choice == "auto":
             if "structural_tags" not in kinds:
                 return None
@@ -112,10 +136,11 @@ class JsonTagsProtocol:
                 "structural_tags",
                 tags=tuple(self.tagged_schema(t) for t in tools),
                 triggers=(self.open_tag,),
+                stop_after_first=not parallel,
             )
         if "json_schema" not in kinds:
             return None
-        return Constraint("json_schema", json.dumps(self.forced_schema(tools)))
+        return Constraint("json_schema", json.dumps(self.forced_schema(tools, parallel)))
 
     def tagged_schema(self, tool: ToolSpec) -> TaggedSchema:
         return TaggedSchema(
@@ -124,9 +149,12 @@ class JsonTagsProtocol:
             end=f"}}{self.close_tag}",
         )
 
-    def forced_schema(self, tools: Sequence[ToolSpec]) -> dict[str, Any]:
-        """One call object, for one of ``tools``: the whole output is this JSON."""
-        return {"anyOf": [call_schema(t) for t in tools]} if len(tools) > 1 else call_schema(tools[0])
+    def forced_schema(self, tools: Sequence[ToolSpec], parallel: bool = False) -> dict[str, Any]:
+        """One call object for one of ``tools`` (with ``parallel``, or a list of one or more): the whole output."""
+        one = {"anyOf": [call_schema(t) for t in tools]} if len(tools) > 1 else call_schema(tools[0])
+        if not parallel:
+            return one
+        return {"anyOf": [one, {"type": "array", "items": one, "minItems": 1}]}
 
     # -- parsing (used by ToolStreamParser, the one parser for whole and streamed answers) ---------------------------
     def parse_bare(self, text: str, by_name: Mapping[str, ToolSpec], *, forced: bool) -> ParsedOutput | None:

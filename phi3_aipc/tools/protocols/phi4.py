@@ -44,13 +44,20 @@ class Phi4Protocol(JsonTagsProtocol):
         body = [{"name": r.get("name"), "result": text_of(r.get("content"))} for r in results]
         return {"role": "tool_response", "content": json.dumps(body, ensure_ascii=False)}
 
-    def constraint(self, tools: Sequence[ToolSpec], choice: str, kinds: frozenset[str]) -> Constraint | None:
+    stop_strings = ()  # unchanged from before: Phi-4-mini stops at its own end token
+
+    def constraint(
+        self, tools: Sequence[ToolSpec], choice: str, kinds: frozenset[str], parallel: bool = True
+    ) -> Constraint | None:
         # <|tool_call|> is one special token; a structural-tag trigger is matched on text, and a grammar may mask
         # special tokens, so "auto" relies on the model's training rather than risk forbidding its own call token.
         if choice == "auto" or "json_schema" not in kinds:
             return None
-        return Constraint("json_schema", json.dumps(self.forced_schema(tools)))
+        return Constraint("json_schema", json.dumps(self.forced_schema(tools, parallel)))
 
-    def forced_schema(self, tools: Sequence[ToolSpec]) -> dict[str, Any]:
+    def forced_schema(self, tools: Sequence[ToolSpec], parallel: bool = True) -> dict[str, Any]:
         item = {"anyOf": [call_schema(t) for t in tools]} if len(tools) > 1 else call_schema(tools[0])
-        return {"type": "array", "items": item, "minItems": 1}
+        schema: dict[str, Any] = {"type": "array", "items": item, "minItems": 1}
+        if not parallel:
+            schema["maxItems"] = 1
+        return schema
