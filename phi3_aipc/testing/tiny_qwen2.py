@@ -5,6 +5,7 @@ constrain its output or read the prompt, never judge what it says."""
 from __future__ import annotations
 
 import gzip
+import importlib.resources
 import os
 import shutil
 from pathlib import Path
@@ -12,8 +13,12 @@ from pathlib import Path
 from phi3_aipc.errors import InvalidModelFileError
 from phi3_aipc.testing.checkpoint import generation_config, require, save_tokenizer
 
-#: The real tokenizer and template (see its README); $PHI3_AIPC_QWEN_TOKENIZER overrides the folder.
-QWEN_TOKENIZER_DIR = Path(os.environ.get("PHI3_AIPC_QWEN_TOKENIZER", "/work/shared/data/qwen2.5-tokenizer"))
+#: The real tokenizer and template, packaged (from Qwen2.5-Coder-0.5B-Instruct's GGUF, Apache-2.0; converted by
+#: transformers 5.5); $PHI3_AIPC_QWEN_TOKENIZER overrides the folder.
+QWEN_TOKENIZER_DIR = Path(
+    os.environ.get("PHI3_AIPC_QWEN_TOKENIZER")
+    or str(importlib.resources.files("phi3_aipc").joinpath("_data/qwen2_tokenizer"))
+)
 IM_END = "<|im_end|>"
 
 
