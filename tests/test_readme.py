@@ -139,6 +139,8 @@ def test_python_block_runs_as_pasted(title: str, tmp_path: Path) -> None:
     assert done.stdout.strip(), f"the block printed nothing:\n{done.stderr[-2000:]}"
     for expected in EXPECTED_OUTPUT[title]:
         assert expected in done.stdout, (expected, done.stdout)
+    # An answer is an answer: no tool-call or tool-result markup reaches what a block prints.
+    assert not re.search(r"</?tool_(call|result|response)>", done.stdout), done.stdout
     if title.startswith("Embeddings"):
         # The query about the logbook is closer to the logbook sentence than to the ferry's timetable.
         logbook, ferry = ast.literal_eval(done.stdout.strip().splitlines()[-1])
