@@ -91,6 +91,9 @@ def qwen_coder(model_cache: Path) -> str:
     override = os.environ.get("PHI3_AIPC_TEST_QWEN")
     if override:
         return override
+    # OpenVINO GenAI cannot read this K-quant GGUF; its one-time conversion needs the export extra (not in
+    # .ci/lowest's environment, where these tests skip; the main job runs them).
+    pytest.importorskip("optimum.intel")
     from phi3_aipc.testing.qwen import qwen_coder_gguf
 
     return str(qwen_coder_gguf(model_cache))

@@ -22,6 +22,7 @@ IM_END = 151645
 
 @pytest.fixture(scope="module")
 def qwen_gguf(model_cache: Path) -> Path:
+    pytest.importorskip("optimum.intel")  # the conversion's exporter (the export extra)
     from phi3_aipc.testing.qwen import qwen_coder_gguf
 
     return qwen_coder_gguf(model_cache)
