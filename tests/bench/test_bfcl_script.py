@@ -4,6 +4,7 @@ benchmark runs, and hand-made answers scored by BFCL's real AST checker, so the 
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -42,7 +43,18 @@ def test_the_shims_let_the_real_checker_import_without_api_clients_or_tree_sitte
     assert callable(ast_checker) and callable(convert_to_tool)
     config = sys.modules["bfcl_eval.constants.model_config"]
     assert config.MODEL_CONFIG_MAPPING[bfcl.CHECKER_MODEL_NAME].underscore_to_dot is True
-    assert not any(name.split(".")[0] in {"openai", "anthropic", "tree_sitter"} for name in sys.modules)
+    # In a fresh interpreter: other tests of the session may have imported openai themselves.
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('tool_calls_bfcl', {str(SCRIPT)!r})\n"
+        "module = importlib.util.module_from_spec(spec); sys.modules[spec.name] = module\n"
+        "spec.loader.exec_module(module); module.install_bfcl_shims()\n"
+        "from bfcl_eval.eval_checker.ast_eval.ast_checker import ast_checker\n"
+        "from bfcl_eval.model_handler.utils import convert_to_tool\n"
+        "print(sorted({n.split('.')[0] for n in sys.modules} & {'openai', 'anthropic', 'tree_sitter'}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr[-2000:]
 
 
 def _types(schema: Any) -> list[str]:
