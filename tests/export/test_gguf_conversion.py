@@ -113,7 +113,8 @@ def test_kquant_gguf_is_converted_once_with_one_progress_bar_and_generates(
     log_path = first.path.parent / f"{first.path.name}.log"
     assert str(log_path) in caplog.text
     logged = log_path.read_text()
-    assert "de-quantizing GGUF tensors" in logged and "Weight compression mode" in logged
+    # NNCF prints its bit-width table only once per process, its progress bar every time: match either.
+    assert "de-quantizing GGUF tensors" in logged and "weight compression" in logged.lower()
     assert (
         "de-quantizing GGUF tensors" not in err and "Weight compression" not in err and "Warning" not in err
     )

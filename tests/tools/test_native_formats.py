@@ -15,6 +15,7 @@ import pytest
 
 from phi3_aipc.chat import ChatTurn, TurnDone, TurnResult
 from phi3_aipc.params import GenerationParams, GenerationResult, Timings
+from phi3_aipc.testing.precision import LLM_F32
 from phi3_aipc.testing.tiny_qwen2 import QWEN_TOKENIZER_DIR
 from phi3_aipc.tools import ToolCall, ToolSpec, protocol_for
 from phi3_aipc.tools.protocols import detect_format
@@ -31,7 +32,7 @@ TIME = ToolSpec(
 )
 TOOLS = [WEATHER, TIME]
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
-F32 = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
+F32 = LLM_F32
 KINDS = frozenset({"json_schema", "regex", "structural_tags"})
 HERMES_CALL = re.compile(
     r'<tool_call>\n\{"name": "(get_weather|get_time)", "arguments": \{.*\}\}\n</tool_call>'
