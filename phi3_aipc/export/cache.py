@@ -24,29 +24,21 @@ MANIFEST_NAME = "phi3_aipc_export.json"
 MANIFEST_FORMAT = 2
 
 # The packages whose versions shape an export, per format.
+_OPTIMUM_INTEL = (
+    "optimum-intel",
+    "optimum",
+    "nncf",
+    "openvino",
+    "openvino-tokenizers",
+    "transformers",
+    "torch",
+)
 EXPORTER_PACKAGES = {
-    "openvino": (
-        "optimum-intel",
-        "optimum",
-        "nncf",
-        "openvino",
-        "openvino-tokenizers",
-        "transformers",
-        "torch",
-    ),
+    "openvino": _OPTIMUM_INTEL,
     # A GGUF converted by OpenVINO GenAI's own reader (phi3_aipc.export.gguf).
     "gguf": ("openvino-genai", "openvino", "openvino-tokenizers"),
     # A GGUF OpenVINO GenAI cannot read, dequantised by transformers and exported (phi3_aipc.export.gguf_hf).
-    "gguf-transformers": (
-        "gguf",
-        "optimum-intel",
-        "optimum",
-        "nncf",
-        "openvino",
-        "openvino-tokenizers",
-        "transformers",
-        "torch",
-    ),
+    "gguf-transformers": ("gguf", *_OPTIMUM_INTEL),
     "onnx": (
         "onnxruntime-genai",
         "onnxruntime-genai-directml",
