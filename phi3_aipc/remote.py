@@ -329,6 +329,7 @@ class _Call:
         self._chars = 0
         self._max_events = params.max_new_tokens + max(EVENT_SLACK, params.max_new_tokens // 4)
         self.done = False
+        self.close_at_stop = False
         self.stopped_by: FinishReason | None = None
 
     # -- the request -------------------------------------------------------------------------------------------------
@@ -337,6 +338,9 @@ class _Call:
         self.form = form
         extra, notes = translate(dialect, self.extensions)
         body = {**self.base_body, **extra}
+        self.close_at_stop = not dialect.reports_stop
+        if self.close_at_stop:
+            body.pop("stop", None)
         if self.schema is not None and form == "json_schema":
             schema = {"name": "output", "schema": self.schema, "strict": True}
             body["response_format"] = {"type": "json_schema", "json_schema": schema}
@@ -388,6 +392,8 @@ class _Call:
         text = "".join(self._read_choice(choice) for choice in choices)
         if text:
             self._parts.append(text)
+        if self.close_at_stop and self._cutter.matched is not None:
+            self.done = True  # the server was not sent the stops: closing the stream ends its generation
         # After a stop string, read on (dropping text) to [DONE]: the usage comes last, and the server, which was
         # sent the same stops, ends soon.
         return text

@@ -36,6 +36,10 @@ class ServerDialect:
     response_format: str = "json_schema"
     #: Whether its own parameters are known: an unknown server is warned about when extensions are used.
     known: bool = True
+    #: Whether it says which stop string ended an answer (``stop_reason``). One that does not (llama-cpp-python
+    #: cuts the stop text and reports "stop", as for EOS) is not sent the stops: they are cut here, where the match
+    #: is seen, and the connection is closed there, which ends the generation.
+    reports_stop: bool = True
 
 
 DIALECTS: dict[str, ServerDialect] = {
@@ -46,6 +50,7 @@ DIALECTS: dict[str, ServerDialect] = {
         renamed={"repetition_penalty": "repeat_penalty"},
         unsupported=frozenset({"ignore_eos"}),
         response_format="json_object",
+        reports_stop=False,
     ),
     "llamacpp": ServerDialect(
         "llama.cpp server", renamed={"repetition_penalty": "repeat_penalty"}, unsupported=frozenset()

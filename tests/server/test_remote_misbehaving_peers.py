@@ -354,3 +354,17 @@ def test_a_prompt_over_the_window_is_a_prompt_too_long_error(served: Any) -> Non
         warnings.simplefilter("error", RuntimeWarning)
         result = engine.generate(ASK, GenerationParams(max_new_tokens=4, top_k=5, temperature=0.5, seed=1))
     assert result.completion_tokens > 0 and not any("top_k" in note for note in result.notes)
+
+
+def test_a_server_that_does_not_report_its_stop_gets_the_stops_cut_here() -> None:
+    """llama-cpp-python ends at a stop string with finish_reason "stop", as at EOS: it is not sent the stops, they
+    are cut here at the exact character, and the stream is closed there (which ends its generation)."""
+
+    def behaviour(request: PeerRequest, send: Any) -> None:
+        send(models_card("me") if request.method == "GET" else stream_of(["Hello", " wor", "ld", "!"] * 50))
+
+    with misbehaving_peer(behaviour) as peer:
+        result = remote(peer).generate(ASK, GenerationParams(max_new_tokens=300, stop=("wor",)))
+        (sent,) = peer.completions
+    assert (result.text, result.finish_reason, result.stop_string) == ("Hello ", "stop_string", "wor")
+    assert "stop" not in sent.body
