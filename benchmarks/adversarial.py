@@ -2200,5 +2200,266 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
+# --- round 3: remote mode (issue 23 items 16-18) ------------------------------------------------------------------
+# The peers are stand-ins that misbehave on purpose (tests/server/misbehaving_peer.py): what is under test is remote
+# mode's side of a broken exchange. Each case starts its own peer on loopback; every peer loop is bounded.
+def _peer_module() -> Any:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "server"))
+    import misbehaving_peer
+
+    return misbehaving_peer
+
+
+def _replying(reply: bytes, models: bytes | None = None) -> Any:
+    peer = _peer_module()
+
+    def behaviour(request: Any, send: Any) -> None:
+        send((models or peer.not_found()) if request.method == "GET" else reply)
+
+    return behaviour
+
+
+def _remote_generate(behaviour: Any, **engine: Any) -> dict[str, Any]:
+    """Run one remote generation against a misbehaving peer; what came back, and how many requests it took."""
+    from phi3_aipc.params import GenerationParams
+    from phi3_aipc.remote import RemoteEngine
+
+    params = engine.pop("params", GenerationParams(max_new_tokens=16))
+    constraint = engine.pop("constraint", None)
+    with _peer_module().misbehaving_peer(behaviour) as peer:
+        remote = RemoteEngine(peer.base_url, "smollm2", **{"max_retries": 0, **engine})
+        result = remote.generate([{"role": "user", "content": "Hi"}], params, constraint=constraint)
+        return {
+            "text": result.text[:80],
+            "finish_reason": result.finish_reason,
+            "requests": len(peer.completions),
+            "notes": list(result.notes),
+        }
+
+
+def _peer_error_then_count(behaviour: Any, **engine: Any) -> dict[str, Any]:
+    """The error type a remote generation raised (or none) and how many generation requests reached the peer."""
+    from phi3_aipc.params import GenerationParams
+    from phi3_aipc.remote import RemoteEngine
+
+    with _peer_module().misbehaving_peer(behaviour) as peer:
+        remote = RemoteEngine(peer.base_url, "smollm2", **engine)
+        try:
+            remote.generate([{"role": "user", "content": "Hi"}], GenerationParams(max_new_tokens=8))
+            raised = None
+        except Exception as exc:  # noqa: BLE001 - the type is the fact this case reports
+            raised = [cls.__name__ for cls in type(exc).__mro__]
+        return {"raised": raised, "requests": len(peer.completions)}
+
+
+@case("remote-stream-cut-midway", 16, "remote (engine)", Raises(r"\[DONE\]|cut"))
+def _(ctx: Ctx) -> dict[str, Any]:
+    peer = _peer_module()
+    return _remote_generate(
+        _replying(peer.head("200 OK", "text/event-stream") + peer.event(peer.chunk("Hel")))
+    )
+
+
+@case("remote-stream-cut-after-finish", 16, "remote (LangChain)", Raises(r"\[DONE\]|cut"))
+def _(ctx: Ctx) -> dict[str, Any]:
+    from langchain_phi3_aipc import ChatPhi3AIPC
+
+    peer = _peer_module()
+    with peer.misbehaving_peer(_replying(peer.stream_of(["Par", "is"], done=False))) as served:
+        message = ChatPhi3AIPC(base_url=served.base_url, model="smollm2", max_retries=0).invoke("Capital?")
+    return {"content": message.content, "finish_reason": message.response_metadata["finish_reason"]}
+
+
+@case("remote-html-page", 16, "remote (engine)", Raises(r"text/html.*not the event stream"))
+def _(ctx: Ctx) -> dict[str, Any]:
+    peer = _peer_module()
+    return _remote_generate(
+        _replying(peer.head("200 OK", "text/html") + b"<html><body>Sign in</body></html>")
+    )
+
+
+@case("remote-whole-json-body", 16, "remote (engine)", Raises(r"whole JSON body"))
+def _(ctx: Ctx) -> dict[str, Any]:
+    peer = _peer_module()
+    body = {
+        "object": "chat.completion",
+        "choices": [{"message": {"content": "Hello"}, "finish_reason": "stop"}],
+    }
+    return _remote_generate(_replying(peer.json_reply("200 OK", body)))
+
+
+@case("remote-redirect-302", 16, "remote (engine)", Raises(r"302.*redirect"))
+def _(ctx: Ctx) -> dict[str, Any]:
+    peer = _peer_module()
+    extra = "Location: http://127.0.0.1:1/login\r\nContent-Length: 0\r\n"
+    return _remote_generate(_replying(peer.head("302 Found", None, extra)))
+
+
+@case("remote-event-not-json", 16, "remote (engine)", Raises(r"not JSON"))
+def _(ctx: Ctx) -> dict[str, Any]:
+    peer = _peer_module()
+    return _remote_generate(_replying(peer.head("200 OK", "text/event-stream") + b"data: {not json\n\n"))
+
+
+def _silent(request: Any, send: Any) -> None:
+    if request.method == "GET":
+        send(_peer_module().not_found())
+        return
+    threading.Event().wait(_peer_module().SILENT_FOR_S)
+
+
+@case("remote-silent-server", 17, "remote (engine)", Raises(r"sent nothing for 2 s"))
+def _(ctx: Ctx) -> dict[str, Any]:
+    return _remote_generate(_silent, timeout=2)
+
+
+@case(
+    "remote-default-read-timeout",
+    17,
+    "remote (LangChain)",
+    Returns(
+        "a finite default wait for data", lambda f: f["read_timeout"] is not None and f["read_timeout"] > 0
+    ),
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    from langchain_phi3_aipc import ChatPhi3AIPC
+    from phi3_aipc.params import GenerationParams
+
+    engine = ChatPhi3AIPC(base_url="http://127.0.0.1:9/v1", model="smollm2")._get_engine()
+    return {"read_timeout": engine.http_timeout(GenerationParams()).read}
+
+
+def _endless(piece: bytes) -> Any:
+    peer = _peer_module()
+
+    def behaviour(request: Any, send: Any) -> None:
+        if request.method == "GET":
+            send(peer.not_found())
+            return
+        send(peer.head("200 OK", "text/event-stream"))
+        for _ in range(peer.ENDLESS_EVENTS):
+            send(piece)
+
+    return behaviour
+
+
+@case("remote-endless-stream", 17, "remote (LlamaIndex)", Raises(r"does not honour max_tokens"), timeout_s=60)
+def _(ctx: Ctx) -> dict[str, Any]:
+    from llama_index_phi3_aipc import Phi3AIPC
+
+    peer = _peer_module()
+    with peer.misbehaving_peer(_endless(peer.event(peer.chunk("word ")))) as served:
+        llm = Phi3AIPC(base_url=served.base_url, model="smollm2", timeout=3, max_new_tokens=16, max_retries=0)
+        text = llm.complete("Hi").text
+    return {"chars": len(text)}
+
+
+@case("remote-endless-line", 17, "remote (engine)", Raises(r"over \d+ bytes"), timeout_s=60)
+def _(ctx: Ctx) -> dict[str, Any]:
+    return _remote_generate(_endless(b"x" * 65536))
+
+
+@case(
+    "remote-validation-500-not-retried",
+    18,
+    "remote (engine)",
+    Returns(
+        "a typed server error after one request",
+        lambda f: f["raised"] is not None and "Phi3AIPCError" in f["raised"] and f["requests"] == 1,
+    ),
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    peer = _peer_module()
+    body = {"error": {"message": "1 validation error for Request", "type": "internal_server_error"}}
+    return _peer_error_then_count(
+        _replying(peer.json_reply("500 Internal Server Error", body)), max_retries=2
+    )
+
+
+@case("remote-429", 18, "remote (engine)", Raises(r"busy or rate-limits", ("RemoteRateLimitError",)))
+def _(ctx: Ctx) -> dict[str, Any]:
+    peer = _peer_module()
+    body = {"error": {"message": "Too many requests", "type": "rate_limit_error"}}
+    return _remote_generate(_replying(peer.json_reply("429 Too Many Requests", body)))
+
+
+@case(
+    "remote-context-overflow-400", 18, "remote (engine)", Raises(r"context window", ("PromptTooLongError",))
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    peer = _peer_module()
+    body = {"error": {"message": "maximum context length is 8192 tokens", "code": "context_length_exceeded"}}
+    return _remote_generate(_replying(peer.json_reply("400 Bad Request", body)))
+
+
+def _refuses_json_schema(request: Any, send: Any) -> None:
+    """llama-cpp-python's answer to response_format json_schema (HTTP 500, "Input should be 'text' or
+    'json_object'"), and a JSON answer to anything else."""
+    peer = _peer_module()
+    if request.method == "GET":
+        send(peer.not_found())
+        return
+    if (request.body.get("response_format") or {}).get("type", "text") not in ("text", "json_object"):
+        body = {
+            "error": {"message": "Input should be 'text' or 'json_object'", "type": "internal_server_error"}
+        }
+        send(peer.json_reply("500 Internal Server Error", body))
+        return
+    send(peer.stream_of(['{"city": "Tokyo", ', '"country": "Japan"}']))
+
+
+@case(
+    "remote-llama-cpp-refuses-json-schema",
+    18,
+    "remote (LangChain)",
+    Returns(
+        "structured output through the json_object fallback, said in the notes",
+        lambda f: f["parsed"] == {"city": "Tokyo", "country": "Japan"} and f["noted"],
+    ),
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    from langchain_phi3_aipc import ChatPhi3AIPC
+
+    schema = {
+        "title": "City",
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+        "required": ["city", "country"],
+    }
+    peer = _peer_module()
+    with peer.misbehaving_peer(_refuses_json_schema) as served:
+        llm = ChatPhi3AIPC(base_url=served.base_url, model="smollm2", max_retries=0)
+        out = llm.with_structured_output(schema, include_raw=True).invoke("A city in Japan?")
+    notes = out["raw"].response_metadata.get("notes") or []
+    return {"parsed": out["parsed"], "noted": any("json_object" in n for n in notes)}
+
+
+@case(
+    "remote-repetition-penalty-llama-cpp",
+    18,
+    "remote (engine)",
+    Returns(
+        "sent as llama.cpp's repeat_penalty; ignore_eos noted as not taken",
+        lambda f: f["sent"].get("repeat_penalty") == 1.3 and "ignore_eos" not in f["sent"] and f["noted"],
+    ),
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    from phi3_aipc.params import GenerationParams
+    from phi3_aipc.remote import RemoteEngine
+
+    peer = _peer_module()
+
+    def behaviour(request: Any, send: Any) -> None:
+        send(peer.models_card("me") if request.method == "GET" else peer.stream_of(["Hi"]))
+
+    with peer.misbehaving_peer(behaviour) as served:
+        params = GenerationParams(max_new_tokens=8, repetition_penalty=1.3, ignore_eos=True)
+        result = RemoteEngine(served.base_url, "smollm2", max_retries=0).generate(
+            [{"role": "user", "content": "Hi"}], params
+        )
+        sent = served.completions[0].body
+    return {"sent": sent, "noted": any("ignore_eos" in note for note in result.notes)}
+
+
 if __name__ == "__main__":
     main()

