@@ -2336,9 +2336,7 @@ def _endless(piece: bytes) -> Any:
         if request.method == "GET":
             send(peer.not_found())
             return
-        send(peer.head("200 OK", "text/event-stream"))
-        for _ in range(peer.ENDLESS_EVENTS):
-            send(piece)
+        peer.send_endlessly(send, piece)
 
     return behaviour
 

@@ -19,8 +19,10 @@ from typing import Any
 
 #: How long a silent peer keeps a connection open before it gives up (it never answers before that).
 SILENT_FOR_S = 30.0
-#: An endless peer stops after this many events (far past any bound remote mode should keep).
+#: An endless peer stops after this many events or bytes (far past any bound remote mode should keep, short of
+#: filling a small machine's memory when a client keeps it all).
 ENDLESS_EVENTS = 200_000
+ENDLESS_BYTES = 256 << 20
 
 
 @dataclass
@@ -118,6 +120,13 @@ def head(status: str, content_type: str | None, extra: str = "") -> bytes:
     """A status line and headers for a body that ends when the connection closes."""
     kind = f"Content-Type: {content_type}\r\n" if content_type else ""
     return f"HTTP/1.1 {status}\r\n{kind}{extra}Connection: close\r\n\r\n".encode()
+
+
+def send_endlessly(send: Callable[[bytes], None], piece: bytes) -> None:
+    """An event stream's head, then ``piece`` again and again, up to ENDLESS_EVENTS times or ENDLESS_BYTES."""
+    send(head("200 OK", "text/event-stream"))
+    for _ in range(min(ENDLESS_EVENTS, ENDLESS_BYTES // max(1, len(piece)))):
+        send(piece)
 
 
 def event(payload: Any) -> bytes:

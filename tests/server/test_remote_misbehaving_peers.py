@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from misbehaving_peer import (
-    ENDLESS_EVENTS,
     SILENT_FOR_S,
     PeerRequest,
     chunk,
@@ -25,6 +24,7 @@ from misbehaving_peer import (
     misbehaving_peer,
     models_card,
     not_found,
+    send_endlessly,
     stream_of,
 )
 from pydantic import BaseModel
@@ -155,9 +155,7 @@ def endless(piece: bytes) -> Any:
         if request.method == "GET":
             send(not_found())
             return
-        send(head("200 OK", "text/event-stream"))
-        for _ in range(ENDLESS_EVENTS):
-            send(piece)
+        send_endlessly(send, piece)
 
     return behaviour
 
