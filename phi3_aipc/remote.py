@@ -72,8 +72,8 @@ MAX_BASE_BYTES = 1 << 20
 MAX_LINE_BYTES = 1 << 20
 MAX_ERROR_BYTES = 64 << 10
 #: A refusal of the response_format a server was sent (llama-cpp-python: "Input should be 'text' or 'json_object'").
-FORM_REFUSED = re.compile(r"response_format|json_schema|json_object|'text'", re.I)
-OVERFLOW = re.compile(r"context (length|window)|maximum context|too long|too many tokens", re.I)
+FORM_REFUSED = re.compile(r"response_format|json_schema|json_object", re.I)
+OVERFLOW = re.compile(r"context (length|window)|maximum context", re.I)
 
 
 class RemoteError(Phi3AIPCError, ConnectionError):
@@ -752,21 +752,23 @@ def _open_sync(call: _Call, client: Any) -> Any:
     """The streaming response, after retries and response_format fallbacks; a typed error otherwise."""
     engine = call.engine
     dialect = engine.dialect(client)
+    form = engine.form_for(dialect)
     while True:
         try:
-            return _send_sync(call, client, call.body(dialect, engine.form_for(dialect)))
+            return _send_sync(call, client, call.body(dialect, form))
         except _Refused as refused:
-            _fall_back_or_raise(call, refused)
+            form = _fall_back_or_raise(call, dialect, refused)
 
 
 async def _open_async(call: _Call, client: Any) -> Any:
     engine = call.engine
     dialect = await engine.adialect(client)
+    form = engine.form_for(dialect)
     while True:
         try:
-            return await _send_async(call, client, call.body(dialect, engine.form_for(dialect)))
+            return await _send_async(call, client, call.body(dialect, form))
         except _Refused as refused:
-            _fall_back_or_raise(call, refused)
+            form = _fall_back_or_raise(call, dialect, refused)
 
 
 def _send_sync(call: _Call, client: Any, body: dict[str, Any]) -> Any:
@@ -865,23 +867,31 @@ def _retry_wait(call: _Call, response: Any, attempt: int, last: bool, payload: A
     return BACKOFF_S * 2**attempt
 
 
-def _fall_back_or_raise(call: _Call, refused: _Refused) -> None:
-    """Ask again with the next response_format when that is what the server refused; else raise its error."""
+def _fall_back_or_raise(call: _Call, dialect: ServerDialect, refused: _Refused) -> str:
+    """The next response_format to ask with, when that is what the server refused; else raise its error.
+
+    Only a server not known to take json_schema falls back (phi3-aipc serve and vLLM refuse a schema for what it
+    is: that error is the answer). The engine remembers that a server takes json_object instead of json_schema,
+    a capability; dropping the constraint altogether is for this call only (its schema was refused).
+    """
     message = _message_of(refused.body)
+    may_fall_back = not dialect.known or dialect.response_format != "json_schema"
     if (
-        call.schema is not None
-        and call.form != "none"
-        and FORM_REFUSED.search(message)
-        and refused.status != 429
+        not may_fall_back
+        or call.schema is None
+        or call.form == "none"
+        or refused.status == 429
+        or not FORM_REFUSED.search(message)
     ):
-        following = FALLBACK[FALLBACK.index(call.form) + 1]
+        raise _error_from(refused.body, refused.status)
+    following = FALLBACK[FALLBACK.index(call.form) + 1]
+    if following == "json_object":
         call.engine.response_form = following
-        call.engine.warn_once(
-            f"The server at {call.engine.base_url} refused response_format {call.form} (HTTP {refused.status}: "
-            f"{message[:160]}); remote mode asks it with {following} and checks the answer against the schema itself."
-        )
-        return
-    raise _error_from(refused.body, refused.status)
+    call.engine.warn_once(
+        f"The server at {call.engine.base_url} refused response_format {call.form} (HTTP {refused.status}: "
+        f"{message[:160]}); remote mode asks it with {following} and checks the answer against the schema itself."
+    )
+    return following
 
 
 def _read_sync(response: Any) -> Any:

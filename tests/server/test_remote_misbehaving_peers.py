@@ -366,3 +366,19 @@ def test_a_server_that_does_not_report_its_stop_gets_the_stops_cut_here() -> Non
         (sent,) = peer.completions
     assert (result.text, result.finish_reason, result.stop_string) == ("Hello ", "stop_string", "wor")
     assert "stop" not in sent.body
+
+
+def test_a_server_known_to_take_json_schema_does_not_fall_back_when_it_refuses_one() -> None:
+    """vLLM refusing a schema (xgrammar cannot compile it) is the answer: no unconstrained retry behind it."""
+    refusal = json_reply(
+        "400 Bad Request", error_body("json_schema: the grammar backend cannot compile it", None)
+    )
+
+    def behaviour(request: PeerRequest, send: Any) -> None:
+        send(models_card("vllm") if request.method == "GET" else refusal)
+
+    with misbehaving_peer(behaviour) as peer:
+        engine = remote(peer, max_retries=2)
+        with pytest.raises(InvalidParameterError, match="cannot compile"):
+            engine.generate(ASK, constraint=Constraint("json_schema", json.dumps(SCHEMA)))
+        assert len(peer.completions) == 1 and engine.response_form is None
