@@ -253,30 +253,33 @@ class RemoteEngine:
 
     # -- which server this is ----------------------------------------------------------------------------------------
     def dialect(self, client: Any) -> ServerDialect:
-        """The server's dialect, asked once (``GET /v1/models``); UNKNOWN while it cannot be told."""
+        """The server's dialect, asked once (``GET /v1/models``, read up to 64 KiB); UNKNOWN while it cannot be
+        told. 10 s at most: a server that cannot answer that is told so by the request that follows."""
         if self._dialect is None:
             try:
-                response = client.get(
-                    f"{self.base_url}/models", headers=self.headers(), timeout=CONNECT_TIMEOUT_S
-                )
-                self._note_dialect(
-                    response.status_code, _bounded_body(response.iter_bytes(), MAX_ERROR_BYTES)
-                )
+                with client.stream(
+                    "GET", self._models_url, headers=self.headers(), timeout=CONNECT_TIMEOUT_S
+                ) as r:
+                    self._note_dialect(r.status_code, _bounded_body(r.iter_bytes(), MAX_ERROR_BYTES))
             except self._httpx.HTTPError:
-                return UNKNOWN  # unreachable now: the request itself says so, and the next call asks again
+                return UNKNOWN  # the next call asks again
         return self._dialect or UNKNOWN
 
     async def adialect(self, client: Any) -> ServerDialect:
         if self._dialect is None:
             try:
-                response = await client.get(
-                    f"{self.base_url}/models", headers=self.headers(), timeout=CONNECT_TIMEOUT_S
-                )
-                chunks = [chunk async for chunk in _abounded(response.aiter_bytes(), MAX_ERROR_BYTES)]
-                self._note_dialect(response.status_code, b"".join(chunks))
+                async with client.stream(
+                    "GET", self._models_url, headers=self.headers(), timeout=CONNECT_TIMEOUT_S
+                ) as r:
+                    chunks = [chunk async for chunk in _abounded(r.aiter_bytes(), MAX_ERROR_BYTES)]
+                    self._note_dialect(r.status_code, b"".join(chunks))
             except self._httpx.HTTPError:
                 return UNKNOWN
         return self._dialect or UNKNOWN
+
+    @property
+    def _models_url(self) -> str:
+        return f"{self.base_url}/models"
 
     def _note_dialect(self, status: int, body: bytes) -> None:
         if status >= 500 or status == 429:
