@@ -53,7 +53,7 @@ def test_serve_command_loads_in_the_background_and_answers(stack: None) -> None:
                 break
             time.sleep(0.2)
         assert status == "ok", f"server never became ready (exit code {process.poll()})"
-        body = {"model": "any", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+        body = {"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
         assert httpx.post(f"{root}/v1/chat/completions", json=body).status_code == 401  # the key from the env
         answer = httpx.post(
             f"{root}/v1/chat/completions", json=body, headers={"Authorization": "Bearer cli-key"}, timeout=120
