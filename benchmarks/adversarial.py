@@ -2561,5 +2561,58 @@ def _(ctx: Ctx) -> dict[str, Any]:
     return {**facts, "stream_last": lines[-1] if lines else None}
 
 
+# item 20: a stream held after its first chunk, and not read on, does not keep the engine from the next caller
+def _gave_way(f: dict[str, Any]) -> bool:
+    return f["held_finish"] == "cancelled" and f["noted"] and f["next_tokens"] >= 1
+
+
+@case("lc-stream-held-not-iterated", 20, "LangChain", Returns("gave way to the next caller", _gave_way))
+def _(ctx: Ctx) -> dict[str, Any]:
+    held = lc_chat(max_tokens=BUDGET).stream(LONG_ASK)
+    merged = next(held)
+    answer = lc_chat(max_tokens=2).invoke("Hi")
+    for chunk in held:
+        merged = merged + chunk
+    return {
+        "held_finish": merged.response_metadata.get("finish_reason"),
+        "noted": any("not read" in n for n in merged.response_metadata.get("notes") or ()),
+        "next_tokens": answer.usage_metadata["output_tokens"],
+    }
+
+
+@case("engine-stream-held-not-iterated", 20, "engine", Returns("gave way to the next caller", _gave_way))
+def _(ctx: Ctx) -> dict[str, Any]:
+    engine = smol()
+    held = engine.stream(LONG_ASK, forced())
+    next(held)
+    answer = engine.generate("Hi", params(max_new_tokens=2))
+    rest = list(held)
+    result = held.result
+    return {
+        "held_finish": result.finish_reason,
+        "noted": any("not read" in n for n in result.notes),
+        "next_tokens": answer.completion_tokens,
+        "held_tokens": result.completion_tokens,
+        "read_after": len(rest),
+    }
+
+
+@case("lc-astream-held-not-iterated", 20, "LangChain", Returns("gave way to the next caller", _gave_way))
+def _(ctx: Ctx) -> dict[str, Any]:
+    async def main() -> dict[str, Any]:
+        held = lc_chat(max_tokens=BUDGET).astream(LONG_ASK)
+        merged = await held.__anext__()
+        answer = await lc_chat(max_tokens=2).ainvoke("Hi")
+        async for chunk in held:
+            merged = merged + chunk
+        return {
+            "held_finish": merged.response_metadata.get("finish_reason"),
+            "noted": any("not read" in n for n in merged.response_metadata.get("notes") or ()),
+            "next_tokens": answer.usage_metadata["output_tokens"],
+        }
+
+    return asyncio.run(main())
+
+
 if __name__ == "__main__":
     main()

@@ -58,6 +58,7 @@ def test_a_held_stream_gives_way_to_the_next_caller(chat: Any, monkeypatch: pyte
     for chunk in held:  # reading on: the text made so far, then the end, saying why
         merged = merged + chunk
     assert merged.response_metadata["finish_reason"] == "cancelled"
+    assert any("not read" in note for note in merged.response_metadata["notes"])  # and why
     assert merged.usage_metadata["output_tokens"] == counts[0]
 
 
@@ -78,7 +79,7 @@ def test_a_stream_read_as_it_comes_is_not_cut_by_a_waiting_caller(
     thread = threading.Thread(target=other_caller)
     thread.start()
     merged = None
-    for chunk in chat.with_config({}).stream(LONG_ASK, max_tokens=60):
+    for chunk in chat.stream(LONG_ASK, max_tokens=60):
         started.set()
         merged = chunk if merged is None else merged + chunk
     thread.join(120)
