@@ -416,10 +416,16 @@ def _invalid(exc: ValidationError) -> RequestError:
 
 
 def _field_path(loc: tuple[Any, ...]) -> list[Any]:
-    # pydantic puts a union member's tag ('str', 'list[TextPart]', 'function-after[...]') in the location.
+    # pydantic puts a union member's tag in the location ('str', 'list[TextPart]', 'NamedToolChoice',
+    # "literal['none','auto']"); the client's fields are snake_case names and list indexes.
     return [
-        part for part in loc if isinstance(part, int) or re.fullmatch(r"[A-Za-z_]\w*", part) and part != "str"
+        part
+        for part in loc
+        if isinstance(part, int) or (re.fullmatch(r"[a-z_]\w*", part) and part not in _TYPE_TAGS)
     ]
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "dict", "list"})
 
 
 async def _unless_gone(request: Request, closing: Closing, work: Awaitable[Any]) -> Any:

@@ -73,7 +73,7 @@ class Access:
 
     def _host_allowed(self, host: str) -> bool:
         if not host:
-            return False
+            return True  # (HTTP/1.0 without Host: no browser sends that)
         if host in LOOPBACK_NAMES or host.endswith(".localhost") or host == self.bound.lower():
             return True
         if host in (h.lower() for h in self.allow_hosts):

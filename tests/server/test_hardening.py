@@ -310,3 +310,30 @@ def test_a_lone_surrogate_in_the_output_and_an_unexpected_failure_stay_json(
     monkeypatch.setattr(backend, "generate", generate_failing)
     error = error_of(post(served.base_url, OK_BODY), 500)
     assert "nobody expected" in error["message"] and error["type"] == "server_error"
+
+
+@pytest.mark.parametrize(
+    ("bound", "host", "allowed"),
+    [
+        ("127.0.0.1", "127.0.0.1:8000", True),
+        ("127.0.0.1", "localhost:8000", True),
+        ("127.0.0.1", "[::1]:8000", True),
+        ("127.0.0.1", "rebind.evil.example:8000", False),
+        ("127.0.0.1", "192.168.1.5:8000", False),
+        ("0.0.0.0", "192.168.1.5:8000", True),  # bound to every interface: any address is its own origin
+        ("0.0.0.0", "rebind.evil.example", False),
+        ("192.168.1.5", "192.168.1.5", True),
+        ("llm.lan", "LLM.lan:8000", True),
+    ],
+)
+def test_which_hosts_the_guard_answers(stack: None, bound: str, host: str, allowed: bool) -> None:
+    from phi3_aipc.errors import InvalidParameterError
+    from phi3_aipc.server import Access
+
+    access = Access(bound=bound)
+    if allowed:
+        access.check_host(host)
+    else:
+        with pytest.raises(InvalidParameterError, match="--allow-host"):
+            access.check_host(host)
+        Access(bound=bound, allow_hosts=(host.rsplit(":", 1)[0],)).check_host(host)  # unless allowed
