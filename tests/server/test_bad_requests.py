@@ -124,7 +124,9 @@ def test_openai_client_raises_its_own_errors(served: Served) -> None:
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=served.base_url, api_key="wrong", max_retries=0).models.list()
     with pytest.raises(openai.BadRequestError, match="max_tokens"):
-        served.openai().chat.completions.create(model="smollm2", messages=OK_BODY["messages"], max_tokens=10**6)
+        served.openai().chat.completions.create(
+            model="smollm2", messages=OK_BODY["messages"], max_tokens=10**6
+        )
 
 
 def test_unknown_route_and_method(served: Served) -> None:
