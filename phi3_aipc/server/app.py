@@ -312,10 +312,14 @@ class Guard:
 
 # -- errors ----------------------------------------------------------------------------------------------------------
 def error_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
+    message = str(exc)
     if isinstance(exc, RequestError):
         status, param, code = exc.status, exc.param, exc.code
     elif isinstance(exc, PromptTooLongError):
         status, param, code = 400, "messages", "context_length_exceeded"
+        # Clients recognise an overflow by its words (the openai SDK shows only the message, and LangChain's
+        # ChatOpenAI looks in it for "context_length_exceeded" or "prompt is too long").
+        message = f"The prompt is too long (context_length_exceeded). {message}"
     elif isinstance(exc, UnsupportedFeatureError):
         status, param, code = 400, None, "unsupported"
     elif isinstance(exc, ValueError) and isinstance(exc, Phi3AIPCError):  # InvalidParameterError and kin
@@ -325,7 +329,7 @@ def error_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
     kind = {401: "authentication_error", 413: "invalid_request_error", 503: "server_error"}.get(
         status, "invalid_request_error" if status < 500 else "server_error"
     )
-    return status, {"error": {"message": str(exc), "type": kind, "param": param, "code": code}}
+    return status, {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def error_response(exc: BaseException) -> JSONResponse:
