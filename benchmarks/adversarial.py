@@ -2361,6 +2361,26 @@ def _(ctx: Ctx) -> dict[str, Any]:
     return {"raised": None}
 
 
+@case(
+    "server-chatopenai-stream-over-window",
+    3,
+    "server (LangChain ChatOpenAI)",
+    Returns("its context-overflow error", lambda f: "ContextOverflowError" in f["mro"]),
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    from langchain_openai import ChatOpenAI
+
+    with _served() as server:
+        llm = ChatOpenAI(
+            base_url=server.base_url, api_key="none", model="smollm2", max_tokens=4, max_retries=0
+        )
+        try:
+            list(llm.stream(OVER_WINDOW[0]["content"]))
+        except Exception as exc:  # noqa: BLE001 - which error the peer raised is the finding
+            return {"raised": type(exc).__name__, "mro": [c.__name__ for c in type(exc).__mro__]}
+    return {"raised": None, "mro": []}
+
+
 # item 5: a request's model must be the served one (or an alias)
 @case("server-unknown-model", 5, "server", Returns("404", _status(404, "model_not_found")))
 def _(ctx: Ctx) -> dict[str, Any]:
