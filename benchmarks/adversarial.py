@@ -2459,5 +2459,439 @@ def _(ctx: Ctx) -> dict[str, Any]:
     return {"sent": sent, "noted": any("ignore_eos" in note for note in result.notes)}
 
 
+# --- round 3: server (issue 23 items 1-8, 20) ------------------------------------------------------------------------
+# Cases here sit after the parent side: the case table only has to be complete before main() runs.
+ROUND3_BODY = {"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+
+
+def _served(engine: Any | None = None, **config: Any) -> Any:
+    """``phi3-aipc serve``'s app over SmolLM2 (keyless, loopback, the defaults a user gets) on a free port."""
+    from phi3_aipc.server import BackgroundServer, ServerConfig, create_app
+
+    return BackgroundServer(create_app(engine or smol(), ServerConfig(model_id="smollm2", **config)))
+
+
+def _answer(response: Any) -> dict[str, Any]:
+    """What a client sees of a response: the status, whether the body is OpenAI's JSON error shape, its fields."""
+    facts: dict[str, Any] = {"status": response.status_code}
+    try:
+        body = response.json()
+    except ValueError:
+        return {**facts, "json": False, "body": response.text[:80]}
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        facts.update(
+            json=True, code=error.get("code"), param=error.get("param"), message=error.get("message")
+        )
+    else:
+        facts.update(json=True, code=None)
+    return facts
+
+
+def _post(base_url: str, body: Any = None, path: str = "/chat/completions", **kwargs: Any) -> dict[str, Any]:
+    import httpx
+
+    if body is not None:
+        kwargs["json"] = body
+    return _answer(httpx.post(f"{base_url}{path}", timeout=120, **kwargs))
+
+
+def _status(want: int, code: str | None = None) -> Callable[[dict[str, Any]], bool]:
+    return lambda f: f["status"] == want and f.get("json") is True and (code is None or f.get("code") == code)
+
+
+# item 1: a whole (non-streamed) request stops generating when its client goes away
+def _dropped_whole(path: str, body: dict[str, Any]) -> dict[str, Any]:
+    import socket
+
+    started = threading.Event()
+    probe = Probe(smol(), lambda index, count: started.set())
+    with _served(probe.engine) as server:
+        data = json.dumps(body).encode()
+        with socket.create_connection((server.host, server.port)) as sock:
+            sock.sendall(
+                f"POST /v1{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(data)}\r\n\r\n".encode()
+                + data
+            )
+            started.wait(120)
+        probe.settle()
+    return {"dropped_call_deltas": probe.deltas[0]}
+
+
+def _stopped_when_dropped(f: dict[str, Any]) -> bool:
+    # Left at its first delta: a generation that ran on to BUDGET tokens makes over 200 deltas.
+    return f["dropped_call_deltas"] < BUDGET // 2
+
+
+@case(
+    "server-whole-chat-client-gone", 1, "server", Returns("stopped at the next token", _stopped_when_dropped)
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    return _dropped_whole("/chat/completions", {**ROUND3_BODY, "max_tokens": BUDGET, "ignore_eos": True})
+
+
+@case("server-whole-completion-client-gone", 1, "server", Returns("stopped", _stopped_when_dropped))
+def _(ctx: Ctx) -> dict[str, Any]:
+    body = {"model": "smollm2", "prompt": LONG_ASK, "max_tokens": BUDGET, "ignore_eos": True}
+    return _dropped_whole("/completions", body)
+
+
+# item 2: the keyless loopback server does not serve web pages
+@case("server-cross-site-text-plain-post", 2, "server", Returns("403", _status(403, "origin_not_allowed")))
+def _(ctx: Ctx) -> dict[str, Any]:
+    with _served() as server:
+        headers = {"Content-Type": "text/plain", "Origin": "https://evil.example"}
+        return _post(server.base_url, content=json.dumps(ROUND3_BODY), headers=headers)
+
+
+@case("server-dns-rebinding-host", 2, "server", Returns("403", _status(403, "host_not_allowed")))
+def _(ctx: Ctx) -> dict[str, Any]:
+    with _served() as server:
+        return _post(server.base_url, ROUND3_BODY, headers={"Host": f"rebind.evil.example:{server.port}"})
+
+
+@case("server-text-plain-body", 2, "server", Returns("415", _status(415, "unsupported_media_type")))
+def _(ctx: Ctx) -> dict[str, Any]:
+    with _served() as server:
+        return _post(server.base_url, content=json.dumps(ROUND3_BODY), headers={"Content-Type": "text/plain"})
+
+
+@case("server-openai-sdk-on-loopback-still-works", 2, "server", Returns("answered", lambda f: f["text"]))
+def _(ctx: Ctx) -> dict[str, Any]:
+    import openai
+
+    with _served() as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
+        answer = client.chat.completions.create(**ROUND3_BODY)
+        return {"text": answer.choices[0].message.content}
+
+
+# item 3: a streamed request's request errors have their HTTP status
+OVER_WINDOW = [{"role": "user", "content": "word " * 9000}]
+
+
+@case(
+    "server-stream-over-window-status", 3, "server", Returns("400", _status(400, "context_length_exceeded"))
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    import httpx
+
+    with _served() as server:
+        body = {**ROUND3_BODY, "messages": OVER_WINDOW, "stream": True}
+        with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body, timeout=120) as response:
+            response.read()
+        return _answer(response)
+
+
+@case(
+    "server-stream-over-window-openai-sdk",
+    3,
+    "server (openai SDK)",
+    Returns(
+        "BadRequestError with status 400", lambda f: f["raised"] == "BadRequestError" and f["status"] == 400
+    ),
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    import openai
+
+    with _served() as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
+        try:
+            list(client.chat.completions.create(model="smollm2", messages=OVER_WINDOW, stream=True))
+        except openai.APIError as exc:
+            return {"raised": type(exc).__name__, "status": getattr(exc, "status_code", None)}
+        return {"raised": None, "status": None}
+
+
+@case(
+    "remote-stream-over-window",
+    3,
+    "LangChain remote mode",
+    Raises(r"context window", ("InvalidParameterError",)),
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    from langchain_phi3_aipc import ChatPhi3AIPC
+
+    with _served() as server:
+        ChatPhi3AIPC(base_url=server.base_url, model="smollm2", max_tokens=4).invoke(
+            OVER_WINDOW[0]["content"]
+        )
+    return {"raised": None}
+
+
+@case(
+    "server-chatopenai-stream-over-window",
+    3,
+    "server (LangChain ChatOpenAI)",
+    Returns("its context-overflow error", lambda f: "ContextOverflowError" in f["mro"]),
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    from langchain_openai import ChatOpenAI
+
+    with _served() as server:
+        llm = ChatOpenAI(
+            base_url=server.base_url, api_key="none", model="smollm2", max_tokens=4, max_retries=0
+        )
+        try:
+            list(llm.stream(OVER_WINDOW[0]["content"]))
+        except Exception as exc:  # noqa: BLE001 - which error the peer raised is the finding
+            return {"raised": type(exc).__name__, "mro": [c.__name__ for c in type(exc).__mro__]}
+    return {"raised": None, "mro": []}
+
+
+# item 5: a request's model must be the served one (or an alias)
+@case("server-unknown-model", 5, "server", Returns("404", _status(404, "model_not_found")))
+def _(ctx: Ctx) -> dict[str, Any]:
+    with _served() as server:
+        return _post(server.base_url, {**ROUND3_BODY, "model": "gpt-4o"})
+
+
+@case(
+    "server-alias-listed-and-accepted",
+    5,
+    "server",
+    Returns(
+        "listed and answered", lambda f: f["listed"] == ["smollm2", "smollm2-135m"] and f["status"] == 200
+    ),
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    import httpx
+
+    with _served(aliases=("smollm2-135m",)) as server:
+        listed = [m["id"] for m in httpx.get(f"{server.base_url}/models").json()["data"]]
+        return {"listed": listed, **_post(server.base_url, {**ROUND3_BODY, "model": "smollm2-135m"})}
+
+
+# item 6: OpenAI's nullable fields are accepted; errors name the field the client sent
+@case("server-sdk-model-dump-message", 6, "server (openai SDK)", Returns("200", lambda f: f["status"] == 200))
+def _(ctx: Ctx) -> dict[str, Any]:
+    import openai
+
+    with _served() as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
+        first = client.chat.completions.create(**ROUND3_BODY)
+        messages = [*ROUND3_BODY["messages"], first.choices[0].message.model_dump()]
+        return _post(
+            server.base_url, {**ROUND3_BODY, "messages": [*messages, {"role": "user", "content": "?"}]}
+        )
+
+
+@case(
+    "server-image-url-part-error",
+    6,
+    "server",
+    Returns(
+        "400 naming the part",
+        lambda f: f["status"] == 400 and f["param"] == "messages.0.content" and "image_url" in f["message"],
+    ),
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    part = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    with _served() as server:
+        return _post(server.base_url, {**ROUND3_BODY, "messages": [{"role": "user", "content": [part]}]})
+
+
+@case(
+    "server-max-tokens-0-error",
+    6,
+    "server",
+    Returns(
+        "400 naming max_tokens",
+        lambda f: f["status"] == 400 and f["param"] == "max_tokens" and "max_new_tokens" not in f["message"],
+    ),
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    with _served() as server:
+        return _post(server.base_url, {**ROUND3_BODY, "max_tokens": 0})
+
+
+# item 7: Ctrl-C on `phi3-aipc serve` stops generation, ends streams with a final event and exits
+@case(
+    "serve-ctrl-c-mid-stream",
+    7,
+    "CLI (phi3-aipc serve)",
+    Returns(
+        "final error event, [DONE], exited",
+        lambda f: f["last"] == "[DONE]" and f["final_code"] == "server_shutting_down" and f["exited"],
+    ),
+    timeout_s=400,
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    from contextlib import suppress
+
+    import httpx
+
+    port = _free_port()
+    command = [sys.executable, "-m", "phi3_aipc", "serve", "--model", "smollm2", "--device", "cpu"]
+    env = {k: v for k, v in os.environ.items() if k != "PHI3_AIPC_API_KEY"}
+    process = subprocess.Popen(
+        [*command, "--port", str(port), "--max-tokens-limit", "3000"], env=env, stderr=subprocess.DEVNULL
+    )
+    root = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if httpx.get(f"{root}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        body = {**ROUND3_BODY, "messages": [{"role": "user", "content": LONG_ASK}], "max_tokens": 3000}
+        events: list[str] = []
+        with httpx.stream(
+            "POST",
+            f"{root}/v1/chat/completions",
+            json={**body, "ignore_eos": True, "stream": True},
+            timeout=300,
+        ) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    events.append(line.removeprefix("data: "))
+                    if len(events) == TRIGGER:
+                        process.send_signal(signal.SIGINT)
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=60)  # a bound on a hang; the outcome is whether it exited
+    finally:
+        exited = process.poll() is not None
+        if not exited:
+            process.kill()
+            process.wait()
+    final = json.loads(events[-2]) if len(events) > 1 else {}
+    return {
+        "events": len(events),
+        "last": events[-1] if events else None,
+        "final_code": (final.get("error") or {}).get("code"),
+        "exited": exited,
+    }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# item 8: every error is an OpenAI-style JSON body
+def _json_error(f: dict[str, Any]) -> bool:
+    return f.get("json") is True and 400 <= f["status"] < 600 and bool(f.get("message"))
+
+
+@case(
+    "server-10000-deep-json-body",
+    8,
+    "server",
+    Returns("a JSON 400", lambda f: _json_error(f) and f["status"] == 400),
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    deep = '{"a":' * 10_000 + "1" + "}" * 10_000
+    text = json.dumps(ROUND3_BODY)[:-1] + ', "metadata": ' + deep + "}"
+    with _served() as server:
+        return _post(server.base_url, content=text, headers={"Content-Type": "application/json"})
+
+
+@case("server-deep-tool-schema", 8, "server", Returns("a JSON error", _json_error))
+def _(ctx: Ctx) -> dict[str, Any]:
+    schema: Any = {"type": "string"}
+    for _ in range(400):
+        schema = {"type": "object", "properties": {"a": schema}}
+    tool = {"type": "function", "function": {"name": "deep", "parameters": schema}}
+    with _served() as server:
+        return _post(server.base_url, {**ROUND3_BODY, "tools": [tool], "tool_choice": "required"})
+
+
+@case("server-lone-surrogate-in-request", 8, "server", Returns("a JSON error", _json_error))
+def _(ctx: Ctx) -> dict[str, Any]:
+    text = json.dumps({**ROUND3_BODY, "messages": [{"role": "user", "content": "hi \ud800"}]})
+    with _served() as server:
+        return _post(server.base_url, content=text, headers={"Content-Type": "application/json"})
+
+
+def _surrogate_writing(engine: Any) -> Any:
+    """The real backend, with a lone surrogate added to each delta (a stand-in: no model writes one on demand)."""
+    real = engine.backend.generate
+    engine.backend.generate = lambda prompt, p, on_text, c=None: real(
+        prompt, p, lambda d: on_text(d + "\udc80"), c
+    )
+    return engine
+
+
+@case(
+    "server-lone-surrogate-in-output",
+    8,
+    "server",
+    Returns(
+        "whole and streamed answers encode",
+        lambda f: f["whole"] == 200 and f["whole_json"] and f["stream_last"] == "data: [DONE]",
+    ),
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    import httpx
+
+    with _served(_surrogate_writing(smol())) as server:
+        whole = httpx.post(f"{server.base_url}/chat/completions", json=ROUND3_BODY, timeout=120)
+        facts = {"whole": whole.status_code, "whole_json": _answer(whole).get("json")}
+        body = {**ROUND3_BODY, "stream": True}
+        with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body, timeout=120) as response:
+            lines = [line for line in response.iter_lines() if line.startswith("data:")]
+    return {**facts, "stream_last": lines[-1] if lines else None}
+
+
+# item 20: a stream held after its first chunk, and not read on, does not keep the engine from the next caller
+def _gave_way(f: dict[str, Any]) -> bool:
+    return f["held_finish"] == "cancelled" and f["noted"] and f["next_tokens"] >= 1
+
+
+@case("lc-stream-held-not-iterated", 20, "LangChain", Returns("gave way to the next caller", _gave_way))
+def _(ctx: Ctx) -> dict[str, Any]:
+    held = lc_chat(max_tokens=BUDGET).stream(LONG_ASK)
+    merged = next(held)
+    answer = lc_chat(max_tokens=2).invoke("Hi")
+    for chunk in held:
+        merged = merged + chunk
+    return {
+        "held_finish": merged.response_metadata.get("finish_reason"),
+        "noted": any("not read" in n for n in merged.response_metadata.get("notes") or ()),
+        "next_tokens": answer.usage_metadata["output_tokens"],
+    }
+
+
+@case("engine-stream-held-not-iterated", 20, "engine", Returns("gave way to the next caller", _gave_way))
+def _(ctx: Ctx) -> dict[str, Any]:
+    engine = smol()
+    held = engine.stream(LONG_ASK, forced())
+    next(held)
+    answer = engine.generate("Hi", params(max_new_tokens=2))
+    rest = list(held)
+    result = held.result
+    return {
+        "held_finish": result.finish_reason,
+        "noted": any("not read" in n for n in result.notes),
+        "next_tokens": answer.completion_tokens,
+        "held_tokens": result.completion_tokens,
+        "read_after": len(rest),
+    }
+
+
+@case("lc-astream-held-not-iterated", 20, "LangChain", Returns("gave way to the next caller", _gave_way))
+def _(ctx: Ctx) -> dict[str, Any]:
+    async def main() -> dict[str, Any]:
+        held = lc_chat(max_tokens=BUDGET).astream(LONG_ASK)
+        merged = await held.__anext__()
+        answer = await lc_chat(max_tokens=2).ainvoke("Hi")
+        async for chunk in held:
+            merged = merged + chunk
+        return {
+            "held_finish": merged.response_metadata.get("finish_reason"),
+            "noted": any("not read" in n for n in merged.response_metadata.get("notes") or ()),
+            "next_tokens": answer.usage_metadata["output_tokens"],
+        }
+
+    return asyncio.run(main())
+
+
 if __name__ == "__main__":
     main()

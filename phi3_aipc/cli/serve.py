@@ -11,6 +11,7 @@ import sys
 from phi3_aipc.cli.common import add_model_arguments, parse_options
 from phi3_aipc.errors import BackendNotInstalledError, InvalidParameterError
 from phi3_aipc.models import DEFAULT_MODEL
+from phi3_aipc.models.catalogue import canonical_model_id, find
 
 HELP = (
     "Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions) for every app on this machine."
@@ -40,13 +41,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Tokens generated when a request gives no max_tokens.",
     )
     parser.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024, help="Largest request body.")
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="Also answer requests whose Host header is NAME (repeatable; '*' for any). By default only the bound "
+        "address and loopback names are answered, which stops DNS-rebinding web pages.",
+    )
+    parser.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="Let web pages from ORIGIN (scheme://host[:port], repeatable; '*' for any) call the server from a "
+        "browser (CORS). By default every cross-origin browser request is refused.",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - checked here, so a missing server stack is reported before the model loads
 
-        from phi3_aipc.server import Limits, ServerConfig, create_app
+        from phi3_aipc.server import Access, Limits, ServerConfig, create_app, serve
+        from phi3_aipc.server.guard import normalise_origins
     except ImportError as exc:
         raise BackendNotInstalledError("serve", exc.name or "fastapi", "serve", exc) from None
     from phi3_aipc.engine import get_engine
@@ -59,6 +77,12 @@ def run(args: argparse.Namespace) -> int:
         api_key=api_key,
         max_body_bytes=args.max_body_bytes,
         limits=Limits(max_tokens=args.max_tokens_limit, default_max_tokens=args.default_max_tokens),
+        aliases=model_aliases(model),
+        access=Access(
+            bound=args.host,
+            allow_hosts=tuple(args.allow_host),
+            allow_origins=normalise_origins(args.allow_origin),
+        ),
     )
     load = functools.partial(get_engine, model, args.device, args.backend, parse_options(args.option))
     app = create_app(load, config)
@@ -66,8 +90,16 @@ def run(args: argparse.Namespace) -> int:
         f"phi3-aipc serve: http://{args.host}:{args.port}/v1 (model loads in the background; GET /health)",
         file=sys.stderr,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    serve(app, args.host, args.port)
     return 0
+
+
+def model_aliases(model: str) -> tuple[str, ...]:
+    """The names a request's ``model`` may use besides the served name: what the user passed, the model's
+    catalogue id and the catalogue's other names for it."""
+    known = find(model)
+    names = (model, *((known.id, *known.aliases) if known else (canonical_model_id(model),)))
+    return tuple(dict.fromkeys(names))
 
 
 def _check_arguments(args: argparse.Namespace, api_key: str | None) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from phi3_aipc.backends.base import Backend, Message
 from phi3_aipc.engine.jobs import Job, Run, TextSink, Turnstile
-from phi3_aipc.engine.streams import AsyncGenerationStream, GenerationStream, JobFactory, settle
+from phi3_aipc.engine.streams import GAVE_WAY, AsyncGenerationStream, GenerationStream, JobFactory, settle
 from phi3_aipc.errors import InvalidParameterError, PromptTooLongError, UnsupportedFeatureError
 from phi3_aipc.messages import check_messages, neutralise_messages
 from phi3_aipc.params import (
@@ -255,6 +255,8 @@ class Engine:
         if output.timings.generate_ms is None:
             output.timings.generate_ms = (time.perf_counter() - started) * 1000
         output.timings.load_ms = self.backend.load_ms
+        if job.gave_way:
+            notes = (*notes, GAVE_WAY)
         return self._result(text, output, params, run, notes)
 
     def _fit_window(

@@ -57,6 +57,10 @@ class Job:
         self.done = threading.Event()
         self.result: GenerationResult | None = None
         self.error: BaseException | None = None
+        #: Set by a stream: True while its reader leaves deltas unread (see ``streams.Reader``). Such a job gives
+        #: way to a job waiting in line: it stops, rather than hold the engine for text nobody is reading.
+        self.unread: Callable[[], bool] | None = None
+        self.gave_way = False
 
     def start(self) -> None:
         workers.run(functools.partial(self.engine._execute, self))
@@ -71,6 +75,9 @@ class Job:
             return "cancelled"
         if self._deadline is not None and time.monotonic() >= self._deadline:
             return "timeout"
+        if self.unread is not None and self.engine._turns.waiting() and self.unread():
+            self.gave_way = True
+            return "cancelled"
         return None
 
     def time_left(self) -> float | None:
@@ -190,6 +197,10 @@ class Turnstile:
     def wake(self) -> None:
         with self._changed:
             self._changed.notify_all()
+
+    def waiting(self) -> bool:
+        """Whether a job waits in line (never, on a concurrent backend: it has no line)."""
+        return bool(self._line)
 
 
 class Run:

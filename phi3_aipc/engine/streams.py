@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import queue
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -17,6 +18,28 @@ from phi3_aipc.params import (
 # -- streams -------------------------------------------------------------------------------------------------------
 END = object()
 JobFactory = Callable[..., Job]
+#: How long a stream's deltas may lie unread, while another call waits for the engine, before its generation
+#: gives way (a LangChain stream held after its first chunk would otherwise hold the engine to max_tokens).
+IDLE_S = 2.0
+GAVE_WAY = (
+    f"The stream was not read for {IDLE_S:.0f} s while another call waited for the engine, so its generation "
+    "stopped (finish_reason 'cancelled'): read a stream as it comes, or close it when done."
+)
+
+
+class Reader:
+    """When a stream's reader last took a delta, and whether deltas lie unread: what its job may know of it
+    (never the stream itself, which must stay collectable)."""
+
+    def __init__(self, pending: Callable[[], bool]):
+        self._pending = pending
+        self.last = time.monotonic()
+
+    def took(self) -> None:
+        self.last = time.monotonic()
+
+    def idle(self) -> bool:
+        return self._pending() and time.monotonic() - self.last >= IDLE_S
 
 
 class GenerationStream:
@@ -48,6 +71,7 @@ class GenerationStream:
         except BaseException:
             self.close()
             raise
+        self._reader.took()
         if item is not END:
             return item
         self._finished = True
@@ -57,6 +81,8 @@ class GenerationStream:
     def _start(self) -> Job:
         deltas = self._deltas  # the job sees the queue only, never the stream, so the stream can be collected
         job = self._make_job(on_text=deltas.put, on_finish=functools.partial(deltas.put, END))
+        self._reader = Reader(lambda: not deltas.empty())
+        job.unread = self._reader.idle
         _cancel_when_collected(self, job)
         return job
 
@@ -113,6 +139,7 @@ class AsyncGenerationStream:
         except BaseException:
             self._job.cancel()  # the iterating task was cancelled: so is the generation
             raise
+        self._reader.took()
         if item is not END:
             return item
         self._finished = True
@@ -128,6 +155,8 @@ class AsyncGenerationStream:
             loop.call_soon_threadsafe(deltas.put_nowait, item)
 
         job = self._make_job(on_text=post, on_finish=functools.partial(post, END))
+        self._reader = Reader(lambda: not deltas.empty())
+        job.unread = self._reader.idle
         _cancel_when_collected(self, job)
         return job
 

@@ -1,4 +1,5 @@
-"""Run an app with uvicorn on a free loopback port, in a background thread, until ``stop()``."""
+"""Run the app with uvicorn: ``serve`` in the foreground (``phi3-aipc serve``), ``BackgroundServer`` on a free
+loopback port in a background thread until ``stop()`` (tests, benchmarks, notebooks)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,29 @@ import uvicorn
 
 from phi3_aipc.errors import Phi3AIPCError
 
+#: The longest uvicorn waits for connections once the app has stopped every generation (a backstop: they end
+#: within a token or two).
+GRACEFUL_S = 5
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, which tells the app it is shutting down before it waits for open connections: uvicorn
+    alone waits for every running stream to finish (minutes for a long answer) before Ctrl-C takes effect."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        closing = getattr(getattr(self.config.app, "state", None), "closing", None)
+        if closing is not None:
+            closing.begin()
+        await super().shutdown(sockets)
+
+
+def serve(app: Any, host: str, port: int) -> None:
+    """Serve ``app`` until Ctrl-C (or SIGTERM), which stops every generation and ends every stream at once."""
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=GRACEFUL_S
+    )
+    Server(config).run()
+
 
 class BackgroundServer:
     """``with BackgroundServer(app) as server: ... server.base_url ...``: serves on 127.0.0.1, a port the OS picks."""
@@ -20,8 +44,8 @@ class BackgroundServer:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, 0))
         self.host, self.port = self._socket.getsockname()[:2]
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
-        self._server = uvicorn.Server(config)
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=GRACEFUL_S)
+        self._server = Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, name="phi3-aipc-server", daemon=True
         )

@@ -45,8 +45,16 @@ class Limits:
 
 
 # -- requests ------------------------------------------------------------------------------------------------------
-def generation_params(request: SamplingFields, max_tokens: int | None, limits: Limits) -> GenerationParams:
+def generation_params(
+    request: SamplingFields, max_tokens: int | None, limits: Limits, max_tokens_field: str = "max_tokens"
+) -> GenerationParams:
     _refuse_unsupported(request)
+    if max_tokens is not None and max_tokens < 1:
+        raise RequestError(
+            f"{max_tokens_field} is {max_tokens}; it must be at least 1 (or left out for this server's default of "
+            f"{limits.default_max_tokens}).",
+            param=max_tokens_field,
+        )
     if max_tokens is not None and max_tokens > limits.max_tokens:
         raise RequestError(
             f"max_tokens is {max_tokens}, over this server's limit of {limits.max_tokens} "
@@ -55,6 +63,20 @@ def generation_params(request: SamplingFields, max_tokens: int | None, limits: L
             code="max_tokens_over_limit",
         )
     stop = [request.stop] if isinstance(request.stop, str) else request.stop
+    try:
+        return _params(request, max_tokens, limits, tuple(stop or ()))
+    except InvalidParameterError as exc:
+        # The engine's checks name its own fields; the client sent OpenAI's, which are spelled the same but one.
+        named = [f for f in _OPENAI_FIELDS if f in str(exc)]
+        raise RequestError(str(exc), param=named[0] if named else None) from None
+
+
+_OPENAI_FIELDS = ("temperature", "top_p", "top_k", "seed", "repetition_penalty", "stop")
+
+
+def _params(
+    request: SamplingFields, max_tokens: int | None, limits: Limits, stop: tuple[str, ...]
+) -> GenerationParams:
     # temperature 0 (or none given) decodes greedily, as the engine does locally; OpenAI's own default is 1.
     return GenerationParams(
         max_new_tokens=max_tokens if max_tokens is not None else limits.default_max_tokens,
@@ -63,7 +85,7 @@ def generation_params(request: SamplingFields, max_tokens: int | None, limits: L
         top_k=request.top_k,
         seed=request.seed,
         repetition_penalty=request.repetition_penalty,
-        stop=tuple(stop or ()),
+        stop=stop,
         ignore_eos=request.ignore_eos,
     )
 
@@ -82,7 +104,8 @@ def chat_turn(request: ChatCompletionRequest, limits: Limits) -> ChatTurn:
     max_tokens = (
         request.max_completion_tokens if request.max_completion_tokens is not None else request.max_tokens
     )
-    params = generation_params(request, max_tokens, limits)
+    field = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
+    params = generation_params(request, max_tokens, limits, field)
     messages = neutral_messages(request.messages)
     response_format = _json_format(request)
     if response_format is not None:

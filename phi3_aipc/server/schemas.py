@@ -7,13 +7,32 @@ client never believes it got something it did not. Three fields beyond OpenAI's 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    #: Fields of OpenAI's schema this server does not honour. SDKs send them as null (an assistant message from
+    #: ``model_dump()`` carries ``annotations``, ``audio`` and ``function_call``): null (or empty) is accepted as
+    #: absent, any other value refused as unsupported. Names outside OpenAI's schema stay unknown fields.
+    unhonoured: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absent_when_null(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not cls.unhonoured:
+            return data
+        for name in cls.unhonoured:
+            if name in data and data[name] not in (None, [], {}):
+                raise PydanticCustomError(
+                    "unsupported",
+                    "'{name}' is not supported by this server (it is accepted only as null)",
+                    {"name": name},
+                )
+        return {key: value for key, value in data.items() if key not in cls.unhonoured}
 
 
 class TextPart(Strict):
@@ -33,6 +52,8 @@ class ToolCallIn(Strict):
 
 
 class Message(Strict):
+    unhonoured = ("annotations", "audio", "function_call")
+
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
@@ -40,6 +61,19 @@ class Message(Strict):
     tool_call_id: str | None = None
     # Sent back by some clients on assistant messages; there is nothing to do with it.
     refusal: str | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts_only(cls, content: Any) -> Any:
+        for part in content if isinstance(content, list) else ():
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            if kind != "text":
+                raise PydanticCustomError(
+                    "unsupported_part",
+                    "only text content parts are supported, not '{kind}' parts: this model reads text only",
+                    {"kind": kind},
+                )
+        return content
 
 
 class FunctionDef(Strict):
@@ -105,6 +139,19 @@ class SamplingFields(Strict):
 
 
 class ChatCompletionRequest(SamplingFields):
+    unhonoured = (
+        "logit_bias",
+        "top_logprobs",
+        "modalities",
+        "prediction",
+        "audio",
+        "service_tier",
+        "functions",
+        "function_call",
+        "reasoning_effort",
+        "web_search_options",
+    )
+
     messages: list[Message]
     max_completion_tokens: int | None = None
     tools: list[Tool] | None = None
@@ -117,6 +164,8 @@ class ChatCompletionRequest(SamplingFields):
 
 
 class CompletionRequest(SamplingFields):
+    unhonoured = ("best_of", "logit_bias", "suffix")
+
     prompt: str | list[str]
     echo: bool = False
     logprobs: int | None = None

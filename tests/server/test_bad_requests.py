@@ -73,7 +73,7 @@ def test_unknown_fields_are_refused_not_ignored(
         ({"messages": [{"role": "wizard", "content": "Hi"}]}, "messages.0.role"),
         ({"n": 2}, "n=1"),
         ({"tool_choice": "required"}, "tool"),
-        ({"max_completion_tokens": 0}, "max_new_tokens"),
+        ({"max_completion_tokens": 0}, "max_completion_tokens"),
     ],
 )
 def test_bad_values(served: Served, change: dict[str, Any], words: str) -> None:
@@ -101,7 +101,8 @@ def test_oversized_body_declared_and_chunked(served: Served) -> None:
         for _ in range(MAX_BODY_BYTES // 1024 + 2):
             yield b" " * 1024
 
-    assert error_of(post(served, content=chunks()), 413)["code"] == "request_too_large"
+    chunked = post(served, content=chunks(), headers={"Content-Type": "application/json"})
+    assert error_of(chunked, 413)["code"] == "request_too_large"
 
 
 @pytest.mark.parametrize(
@@ -123,7 +124,9 @@ def test_openai_client_raises_its_own_errors(served: Served) -> None:
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=served.base_url, api_key="wrong", max_retries=0).models.list()
     with pytest.raises(openai.BadRequestError, match="max_tokens"):
-        served.openai().chat.completions.create(model="m", messages=OK_BODY["messages"], max_tokens=10**6)
+        served.openai().chat.completions.create(
+            model="smollm2", messages=OK_BODY["messages"], max_tokens=10**6
+        )
 
 
 def test_unknown_route_and_method(served: Served) -> None:
@@ -144,7 +147,7 @@ def test_loading_answers_503_until_the_engine_is_ready(served: Served) -> None:
         release.wait(30)
         return served.engine
 
-    with BackgroundServer(create_app(load, ServerConfig(model_id="slow"))) as server:
+    with BackgroundServer(create_app(load, ServerConfig(model_id="smollm2"))) as server:
         root = server.base_url.removesuffix("/v1")
         assert httpx.get(f"{root}/health").json() == {"status": "loading"}
         busy = httpx.post(f"{server.base_url}/chat/completions", json=OK_BODY, timeout=30)
@@ -166,7 +169,7 @@ def test_a_failed_load_is_reported(served: Served) -> None:
     def load() -> Any:
         raise ModelNotFoundError("no such model: nowhere/none")
 
-    with BackgroundServer(create_app(load, ServerConfig(model_id="none"))) as server:
+    with BackgroundServer(create_app(load, ServerConfig(model_id="smollm2"))) as server:
         root = server.base_url.removesuffix("/v1")
         for _ in range(200):
             health = httpx.get(f"{root}/health")

@@ -59,3 +59,14 @@ def test_structured_output_json_schema(served: Served) -> None:
     llm = chat_openai(served, max_tokens=48).with_structured_output(City, method="json_schema")
     city = llm.invoke("Name a city in Japan and its country.")
     assert isinstance(city, City) and city.city and city.country
+
+
+def test_a_prompt_over_the_window_is_its_context_error_streamed_or_not(served: Served) -> None:
+    """Issue 23 item 3: streamed, the status used to be 200 with an error event, which ChatOpenAI cannot map."""
+    from langchain_core.exceptions import ContextOverflowError
+
+    long = "word " * 9000
+    with pytest.raises(ContextOverflowError):
+        chat_openai(served, max_tokens=4).invoke(long)
+    with pytest.raises(ContextOverflowError):
+        list(chat_openai(served, max_tokens=4).stream(long))
