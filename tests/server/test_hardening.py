@@ -162,13 +162,14 @@ def test_a_streamed_prompt_over_the_window_is_a_400(served: Served) -> None:
     assert error_of(response, 400)["code"] == "context_length_exceeded"
 
 
-def test_remote_mode_reports_the_window_as_an_invalid_parameter(served: Served) -> None:
+def test_remote_mode_reports_the_window_as_the_in_process_error(served: Served) -> None:
+    """Remote mode raises what the in-process engine raises for an over-long prompt, not a connection error."""
     pytest.importorskip("langchain_core")
     from langchain_phi3_aipc import ChatPhi3AIPC
-    from phi3_aipc.errors import InvalidParameterError
+    from phi3_aipc.errors import PromptTooLongError
 
     remote = ChatPhi3AIPC(base_url=served.base_url, api_key=API_KEY, model="smollm2", max_tokens=4)
-    with pytest.raises(InvalidParameterError, match="context window"):
+    with pytest.raises(PromptTooLongError, match="context window"):
         remote.invoke(OVER_WINDOW[0]["content"])
 
 
