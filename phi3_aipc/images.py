@@ -10,11 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from phi3_aipc.errors import BackendNotInstalledError, InvalidImageError
+from phi3_aipc.errors import BackendNotInstalledError, InvalidImageError, UnsupportedFeatureError
 
 #: Image file formats taken (Pillow's names), and the MIME types that name them.
 FORMATS = {
@@ -154,3 +155,115 @@ def _pillow() -> Any:
     except ImportError as exc:
         raise BackendNotInstalledError("images", "Pillow", "openvino", exc) from exc
     return PIL
+
+
+# -- images in messages ----------------------------------------------------------------------------------------------
+class ImagePrompt(str):
+    """A formatted prompt whose ``<ov_genai_image_N>`` tags stand for ``images`` (decoded, checked), in order.
+
+    A ``str`` so that it travels through the engine as any prompt does; only a backend that takes images reads
+    ``images``, and the engine refuses it for one that does not (``Engine.takes_images``).
+    """
+
+    images: tuple[DecodedImage, ...]
+
+    def __new__(cls, text: str, images: Sequence[DecodedImage]) -> ImagePrompt:
+        made = super().__new__(cls, text)
+        made.images = tuple(images)
+        return made
+
+
+IMAGE_TAG = "<ov_genai_image_{}>"
+_TAG_PREFIX = "<ov_genai_image_"
+_TAG = re.compile(r"<ov_genai_image_(\d+)>")
+#: Content block types that carry an image: LangChain's standard "image" block, OpenAI's (and LangChain's)
+#: "image_url" part, LlamaIndex's ImageBlock (mapped by its adapter).
+IMAGE_BLOCK_TYPES = ("image", "image_url", "input_image")
+
+
+def image_from_block(block: Mapping[str, Any]) -> DecodedImage:
+    """The image of a content block, decoded and checked: LangChain ``{"type": "image", "base64" | "data" | "url"
+    ..., "mime_type": ...}``, OpenAI ``{"type": "image_url", "image_url": {"url": "data:..."}}``."""
+    kind = block.get("type")
+    mime = block.get("mime_type") or block.get("media_type")
+    if kind == "image":
+        if block.get("base64") is not None or block.get("data") is not None:
+            return decode_image(block.get("base64") or block.get("data"), mime)
+        if block.get("url") is not None:
+            return decode_image(str(block["url"]), mime)
+        if block.get("id") or block.get("file_id"):
+            raise InvalidImageError(
+                "An image given by a provider's file id cannot be read offline: send its bytes as base64."
+            )
+    elif kind in ("image_url", "input_image"):
+        url = block.get("image_url")
+        url = url.get("url") if isinstance(url, Mapping) else url
+        if isinstance(url, str):
+            return decode_image(url, mime)
+    raise InvalidImageError(
+        f"The {kind!r} content block holds no image data: send {{'type': 'image', 'base64': ..., 'mime_type': "
+        f"'image/png'}} or {{'type': 'image_url', 'image_url': {{'url': 'data:image/png;base64,...'}}}}."
+    )
+
+
+def check_message_images(index: int, role: str, value: Any) -> list[DecodedImage]:
+    """A neutral message's ``images`` (bytes, base64, data: URLs or decoded images), each decoded and checked."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise InvalidImageError(
+            f"Message {index} ({role}): 'images' must be a list of images (bytes, base64 or data: URLs), got "
+            f"{type(value).__name__}."
+        )
+    if value and role not in ("user", "tool"):
+        raise InvalidImageError(
+            f"Message {index} is a {role} message with images; images go in user messages (or tool results)."
+        )
+    return [item if isinstance(item, DecodedImage) else decode_image(item) for item in value]
+
+
+def place_images(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[DecodedImage]]:
+    """Messages with each image as a tag before its message's text (numbered through the conversation), and the
+    images in tag order. Tag text already in content is broken (a zero-width space), so text cannot claim an image."""
+    placed: list[dict[str, Any]] = []
+    found: list[DecodedImage] = []
+    for message in messages:
+        text = str(message.get("content") or "").replace(_TAG_PREFIX, "<\u200bov_genai_image_")
+        attached = list(message.get("images") or ())
+        tags = "".join(IMAGE_TAG.format(len(found) + i) for i in range(len(attached)))
+        found.extend(attached)
+        entry = {k: v for k, v in message.items() if k != "images"}
+        if attached or "content" in message:
+            entry["content"] = tags + text
+        placed.append(entry)
+    return placed, found
+
+
+def has_images(messages: Sequence[Mapping[str, Any]]) -> bool:
+    return any(message.get("images") for message in messages)
+
+
+def prompt_with_images(prompt: str, images: Sequence[DecodedImage]) -> str:
+    """``prompt`` carrying the images its tags still name (trimming may have dropped some), renumbered 0..n-1."""
+    if not images:
+        return prompt
+    kept: list[int] = []
+
+    def renumber(match: re.Match[str]) -> str:
+        number = int(match.group(1))
+        if number >= len(images):  # tag text from elsewhere (a tool's description): plain text, no image
+            return match.group(0).replace(_TAG_PREFIX, "<\u200bov_genai_image_")
+        kept.append(number)
+        return IMAGE_TAG.format(len(kept) - 1)
+
+    text = _TAG.sub(renumber, prompt)
+    return ImagePrompt(text, [images[i] for i in kept])
+
+
+def refuse_images_unless_taken(engine: Any) -> None:
+    """A text-only model given an image refuses it, saying which model does take images."""
+    if getattr(engine, "takes_images", False):
+        return
+    raise UnsupportedFeatureError(
+        f"The model '{getattr(engine, 'model_name', '?')}' (backend '{getattr(engine, 'backend_name', '?')}') "
+        f"takes text only, and the messages hold images. Use a vision model, e.g. model='phi-3.5-vision' with "
+        f"backend='openvino-vlm', or send the text alone."
+    )

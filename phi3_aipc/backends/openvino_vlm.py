@@ -96,7 +96,8 @@ class OpenVINOVLMBackend(OpenVINOGenAIBackend):
             raise UnsupportedFeatureError(
                 f"The {self.name} backend does not constrain decoding ({constraint.kind}); pass constrained=False."
             )
-        tensors = self._image_tensors(prompt, images)
+        # The chat turn's prompt carries its images (phi3_aipc.images.ImagePrompt).
+        tensors = self._image_tensors(prompt, images or getattr(prompt, "images", ()))
         config = self._generation_config(params, None)
         failures: list[BaseException] = []
 
@@ -112,7 +113,9 @@ class OpenVINOVLMBackend(OpenVINOGenAIBackend):
             return ov_genai.StreamingStatus.RUNNING if keep_going else ov_genai.StreamingStatus.STOP
 
         try:
-            result = self._pipe.generate(prompt, images=tensors, generation_config=config, streamer=streamer)
+            result = self._pipe.generate(
+                str(prompt), images=tensors, generation_config=config, streamer=streamer
+            )
         except RuntimeError as exc:
             raise self._known_failure(exc) from exc
         if failures:
