@@ -7,7 +7,7 @@ client never believes it got something it did not. Three fields beyond OpenAI's 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +19,20 @@ class Strict(BaseModel):
 class TextPart(Strict):
     type: Literal["text"]
     text: str
+
+
+class ImageUrl(Strict):
+    #: A data: URL ('data:image/png;base64,...'); a web URL is refused (never fetched).
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(Strict):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
 class FunctionCall(Strict):
@@ -34,7 +48,7 @@ class ToolCallIn(Strict):
 
 class Message(Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCallIn] | None = None
     tool_call_id: str | None = None
