@@ -60,7 +60,9 @@ def _block_image(block: ImageBlock) -> DecodedImage:
     if block.url is not None:
         return decode_image(str(block.url), mime)  # data: URLs only; LlamaIndex's resolver would download
     if block.image is None and block.path is None:
-        raise UnsupportedFeatureError("An ImageBlock holds no image: give it image bytes, a path or a data: URL.")
+        raise UnsupportedFeatureError(
+            "An ImageBlock holds no image: give it image bytes, a path or a data: URL."
+        )
     try:
         raw = block.resolve_image().read()  # the bytes LlamaIndex keeps base64-encoded, or the local file's
     except (OSError, ValueError) as exc:
