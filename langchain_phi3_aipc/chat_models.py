@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict
 from langchain_phi3_aipc._common import Phi3AIPCFields, response_metadata, split_call_kwargs, usage
 from phi3_aipc.chat import ChatTurn, JsonFormat, TextDelta, TurnDone, TurnEvent, TurnResult
 from phi3_aipc.errors import InvalidParameterError, UnsupportedFeatureError
+from phi3_aipc.images import IMAGE_BLOCK_TYPES, image_from_block
 from phi3_aipc.tools import (
     InvalidToolCall,
     OutputParseError,
@@ -426,6 +427,26 @@ def _response_schema(response_format: Any) -> dict[str, Any] | None:
 
 
 def _to_engine_messages(messages: list[BaseMessage]) -> list[dict[str, Any]]:
+    out = _text_messages(messages)
+    # Image blocks ride beside the text, decoded and checked (phi3_aipc.images); the chat turn places them.
+    for entry, message in zip(out, messages, strict=True):
+        images = _content_images(message)
+        if images:
+            entry["images"] = images
+    return out
+
+
+def _content_images(message: BaseMessage) -> list[Any]:
+    if isinstance(message.content, str):
+        return []
+    return [
+        image_from_block(block)
+        for block in message.content
+        if isinstance(block, dict) and block.get("type") in IMAGE_BLOCK_TYPES
+    ]
+
+
+def _text_messages(messages: list[BaseMessage]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     call_names: dict[str, str] = {}
     for message in messages:
@@ -471,11 +492,14 @@ def _content_text(message: BaseMessage) -> str:
             parts.append(str(block.get("text", "")))
         elif block.get("type") in ("tool_use", "tool_call", "function_call"):
             continue  # carried by message.tool_calls
+        elif block.get("type") in IMAGE_BLOCK_TYPES:
+            continue  # carried beside the text (_content_images)
         elif block.get("type") == "json":
             parts.append(json.dumps(block.get("json")))
         else:
             raise UnsupportedFeatureError(
-                f"Content blocks of type {block.get('type')!r} are not supported: Phi-3 models here take text only."
+                f"Content blocks of type {block.get('type')!r} are not supported: the models here take text and "
+                f"images (image blocks on a vision model) only."
             )
     return "".join(parts)
 

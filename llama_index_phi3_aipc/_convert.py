@@ -8,6 +8,7 @@ from typing import Any
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
+    ImageBlock,
     MessageRole,
     TextBlock,
     ThinkingBlock,
@@ -15,6 +16,7 @@ from llama_index.core.base.llms.types import (
 )
 
 from phi3_aipc.errors import InvalidParameterError, UnsupportedFeatureError
+from phi3_aipc.images import DecodedImage, decode_image
 from phi3_aipc.params import GenerationResult
 
 # LlamaIndex roles the chat templates do not know, mapped to the ones they do.
@@ -38,12 +40,34 @@ def message_text(message: ChatMessage, index: int) -> str:
             parts.append(block.text)
         elif isinstance(block, (ToolCallBlock, ThinkingBlock)):
             continue  # tool calls are rendered from tool_calls; earlier reasoning is not fed back
+        elif isinstance(block, ImageBlock):
+            continue  # carried beside the text (message_images)
         else:
             raise UnsupportedFeatureError(
                 f"Message {index} holds a {type(block).__name__}; Phi3AIPC handles text only. "
                 "Pass the content as text (for a document, extract its text first)."
             )
     return "\n".join(parts)
+
+
+def message_images(message: ChatMessage) -> list[DecodedImage]:
+    """The message's ImageBlocks, decoded and checked (phi3_aipc.images). A web URL is refused, never fetched."""
+    return [_block_image(block) for block in message.blocks if isinstance(block, ImageBlock)]
+
+
+def _block_image(block: ImageBlock) -> DecodedImage:
+    mime = block.image_mimetype
+    if block.url is not None:
+        return decode_image(str(block.url), mime)  # data: URLs only; LlamaIndex's resolver would download
+    if block.image is None and block.path is None:
+        raise UnsupportedFeatureError(
+            "An ImageBlock holds no image: give it image bytes, a path or a data: URL."
+        )
+    try:
+        raw = block.resolve_image().read()  # the bytes LlamaIndex keeps base64-encoded, or the local file's
+    except (OSError, ValueError) as exc:
+        raise InvalidParameterError(f"The ImageBlock's image could not be read ({exc}).") from exc
+    return decode_image(raw, mime)
 
 
 def tool_calls_of(message: ChatMessage) -> list[dict[str, Any]]:
@@ -96,6 +120,9 @@ def to_engine_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
         if role is None:
             raise InvalidParameterError(f"Message {index} has the unknown role {message.role!r}.")
         entry: dict[str, Any] = {"role": role, "content": message_text(message, index)}
+        images = message_images(message)
+        if images:
+            entry["images"] = images
         calls = tool_calls_of(message) if role == "assistant" else []
         if calls:
             entry["tool_calls"] = calls

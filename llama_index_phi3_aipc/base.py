@@ -72,6 +72,12 @@ TOKEN_RATIO_SAMPLE = (
 )
 
 
+class Phi3AIPCMetadata(LLMMetadata):
+    """LlamaIndex's metadata, plus whether the model takes images (ImageBlocks in ChatMessage.blocks)."""
+
+    takes_images: bool = Field(default=False, description="Whether ImageBlocks in messages reach the model.")
+
+
 class StructuredOutputError(Phi3AIPCError, ValueError):
     """The model's constrained output did not validate into the requested class."""
 
@@ -234,13 +240,14 @@ class Phi3AIPC(FunctionCallingLLM):
                 DEFAULT_CONTEXT_WINDOW,
             )
             window = DEFAULT_CONTEXT_WINDOW
-        return LLMMetadata(
+        return Phi3AIPCMetadata(
             context_window=window,
             num_output=self.max_new_tokens,
             is_chat_model=True,
             is_function_calling_model=True,
             model_name=engine.model_name,
             system_role=MessageRole.SYSTEM,
+            takes_images=bool(getattr(engine, "takes_images", False)),
         )
 
     def _packing_window(self, engine: Engine) -> int | None:

@@ -28,6 +28,7 @@ from typing import Any
 
 from phi3_aipc.context import ContextOverflow, TrimReport, check_policy, fit_messages, prompt_budget
 from phi3_aipc.errors import InvalidParameterError
+from phi3_aipc.images import has_images, place_images, prompt_with_images, refuse_images_unless_taken
 from phi3_aipc.messages import check_messages, neutralise_messages
 from phi3_aipc.params import Constraint, GenerationParams, GenerationResult
 from phi3_aipc.tools.protocols import protocol_for
@@ -140,9 +141,15 @@ class ChatTurn:
         # The template's text picks the tool format (a remote engine has none: the server's model decides).
         template = getattr(engine, "chat_template", None)
         messages = neutralise_messages(self._checked, engine.special_tokens)
+        images: list[Any] = []
+        if has_images(messages):
+            refuse_images_unless_taken(engine)
+            messages, images = place_images(messages)
         budget = prompt_budget(engine, self.params.max_new_tokens)
         if self.context_overflow != "trim" or budget is None:
-            return self._plan_messages(messages, family, kinds, template)
+            plan = self._plan_messages(messages, family, kinds, template)
+            plan.images = images
+            return plan
 
         def count(candidate: list[dict[str, Any]]) -> int:
             planned = self._plan_messages(candidate, family, kinds, template)
@@ -152,6 +159,7 @@ class ChatTurn:
         plan = self._plan_messages(fitted, family, kinds, template)
         plan.trimmed = report if report.changed else None
         plan.messages = fitted
+        plan.images = images  # render() keeps those whose tags survived the trim
         return plan
 
     def plan_for(
@@ -331,16 +339,19 @@ class TurnPlan:
         self.template_tools: list[dict[str, Any]] | None = None
         #: The turn's parameters with the format's stop strings added.
         self.params: GenerationParams = turn.params
+        #: The images of the messages, in the order of their tags (empty for a text-only turn).
+        self.images: list[Any] = []
         self._parser = parser
         self._markup = MarkupFilter(parser.protocol.result_markup)
         self._calls: list[ToolCall] = []
         self._invalid: list[InvalidToolCall] = []
 
     def render(self, engine: Any) -> str:
-        """The prompt text: the chat template over the planned messages (and tools, for formats it knows)."""
+        """The prompt text: the chat template over the planned messages (and tools, for formats it knows); with
+        images, an ``ImagePrompt`` carrying them."""
         if self.template_tools:
-            return engine.render(self.prompt, self.template_tools)
-        return engine.render(self.prompt)
+            return prompt_with_images(engine.render(self.prompt, self.template_tools), self.images)
+        return prompt_with_images(engine.render(self.prompt), self.images)
 
     def feed(self, delta: str) -> list[TextDelta | ToolCall | InvalidToolCall]:
         """Events for the next piece of the answer."""
@@ -393,6 +404,7 @@ class TurnPlan:
         )
         fresh.trimmed, fresh.messages = self.trimmed, self.messages
         fresh.template_tools, fresh.params = self.template_tools, self.params
+        fresh.images = self.images
         return fresh
 
     def finish_events(self, generation: GenerationResult | None) -> list[TurnEvent]:

@@ -38,11 +38,11 @@ class DeviceKind:
 DEVICE_KINDS: dict[str, DeviceKind] = {
     kind.name: kind
     for kind in (
-        DeviceKind("NPU", ("npu",), ("openvino", "npu-lib"), "npu", None, "Intel NPU"),
+        DeviceKind("NPU", ("npu",), ("openvino", "npu-lib", "openvino-vlm"), "npu", None, "Intel NPU"),
         DeviceKind(
             "GPU",
             ("gpu",),
-            ("openvino", "openvino-batching", "optimum-intel", "onnx"),
+            ("openvino", "openvino-batching", "optimum-intel", "onnx", "openvino-vlm"),
             "gpu",
             "dml",
             "GPU (Intel Arc / iGPU)",
@@ -50,7 +50,7 @@ DEVICE_KINDS: dict[str, DeviceKind] = {
         DeviceKind(
             "CPU",
             ("cpu",),
-            ("openvino", "openvino-batching", "optimum-intel", "onnx", "transformers"),
+            ("openvino", "openvino-batching", "optimum-intel", "onnx", "transformers", "openvino-vlm"),
             "cpu",
             "cpu",
             "CPU",

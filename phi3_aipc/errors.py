@@ -18,6 +18,10 @@ class InvalidParameterError(Phi3AIPCError, ValueError):
     """A generation or constructor parameter is out of range or of the wrong type."""
 
 
+class InvalidImageError(InvalidParameterError):
+    """An image in a message is not one the model can take: not decodable, too large, too many, or a URL."""
+
+
 class ModelNotFoundError(Phi3AIPCError, FileNotFoundError):
     """The model could not be found locally and could not be downloaded."""
 

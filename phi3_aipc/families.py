@@ -23,6 +23,8 @@ class ModelFamily:
     model_type: str | None = None
     min_vocab: int = 0
     max_vocab: int | None = None
+    #: Whether its models take images in messages (through ``backend="openvino-vlm"``, OpenVINO GenAI's VLMPipeline).
+    takes_images: bool = False
 
     def matches_config(self, model_type: str | None, vocab_size: int | None) -> bool:
         if self.model_type is None or model_type != self.model_type:
@@ -36,6 +38,17 @@ class ModelFamily:
 FAMILIES: dict[str, ModelFamily] = {
     family.name: family
     for family in (
+        # Vision models first: their names also hold "phi-3" / "phi-4".
+        ModelFamily(
+            "phi3-vision",
+            "json_tags",
+            ("phi-3.5-vision", "phi-3-vision"),
+            model_type="phi3_v",
+            takes_images=True,
+        ),
+        ModelFamily("phi4-multimodal", "phi4", ("phi-4-multimodal",), model_type="phi4mm", takes_images=True),
+        # Qwen2-VL: the offline test model's architecture (phi3_aipc.testing.tiny_qwen2_vl).
+        ModelFamily("qwen2-vl", "json_tags", ("qwen2-vl",), model_type="qwen2_vl", takes_images=True),
         ModelFamily("phi4", "phi4", ("phi-4", "phi4"), model_type="phi3", min_vocab=100_001),
         ModelFamily("phi3", "json_tags", ("phi-3", "phi3"), model_type="phi3", max_vocab=100_000),
         # Any other model (SmolLM2, Llama, ...) gets the JSON-in-tags protocol described in the prompt.
@@ -46,7 +59,7 @@ OTHER = FAMILIES["other"]
 
 
 def family(name: str | ModelFamily | None) -> ModelFamily:
-    """The family called ``name`` ('phi3', 'phi4', 'other'); unknown names are 'other'."""
+    """The family called ``name`` ('phi3', 'phi4', 'phi3-vision', ..., 'other'); unknown names are 'other'."""
     if isinstance(name, ModelFamily):
         return name
     return FAMILIES.get(str(name or "").lower(), OTHER)

@@ -30,7 +30,12 @@ def check_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
         raise InvalidParameterError(
             "messages must be a non-empty list of {'role': ..., 'content': ...} dicts."
         )
-    return [check_message(index, message) for index, message in enumerate(messages)]
+    checked = [check_message(index, message) for index, message in enumerate(messages)]
+    if any(m.get("images") for m in checked):
+        from phi3_aipc.images import check_count
+
+        check_count([image for m in checked for image in m.get("images") or ()])
+    return checked
 
 
 def check_message(index: int, message: Any) -> dict[str, Any]:
@@ -46,6 +51,17 @@ def check_message(index: int, message: Any) -> dict[str, Any]:
             f"{', '.join(ROLES)}. Map it to one of those."
         )
     content = message.get("content")
+    if message.get("images") is not None:
+        # Images ride beside the text (decoded and checked now); the chat turn places them (phi3_aipc.images).
+        from phi3_aipc.images import check_message_images
+
+        images = check_message_images(index, role, message["images"])
+        return {
+            **message,
+            "role": role,
+            "content": _text_beside_images(index, role, content),
+            "images": images,
+        }
     if content is None and not (role == "assistant" and message.get("tool_calls")):
         raise InvalidParameterError(f"Message {index} ({role}) has no content; pass its text as a string.")
     if content is not None and not isinstance(content, str):
@@ -54,6 +70,15 @@ def check_message(index: int, message: Any) -> dict[str, Any]:
             f"only: pass a string (join text parts; extract text from documents first)."
         )
     return {**message, "role": role, "content": content or ""}
+
+
+def _text_beside_images(index: int, role: str, content: Any) -> str:
+    if content is not None and not isinstance(content, str):
+        raise InvalidParameterError(
+            f"Message {index} ({role}) has content of type {type(content).__name__} beside its images; pass the "
+            f"text as a string."
+        )
+    return content or ""
 
 
 def neutralise_messages(

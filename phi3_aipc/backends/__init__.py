@@ -109,6 +109,18 @@ BACKENDS: dict[str, BackendInfo] = {
             aliases=("optimum", "optimum_intel"),
         ),
         BackendInfo(
+            "openvino-vlm",
+            "phi3_aipc.backends.openvino_vlm",
+            "OpenVINOVLMBackend",
+            "openvino_genai",
+            "openvino-genai",
+            "openvino",
+            "vision models (VLMPipeline): text and images",
+            formats=("openvino-vlm",),
+            tokenizer="openvino",
+            aliases=("vlm", "openvino-vision"),
+        ),
+        BackendInfo(
             "npu-lib",
             "phi3_aipc.backends.npu_lib",
             "NPULibraryBackend",

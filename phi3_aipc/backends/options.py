@@ -65,7 +65,9 @@ def revision(options: Mapping[str, Any]) -> str | None:
 #: Options only OpenVINO GenAI's NPU pipeline takes (a name ending in '_' is a prefix); any other device refuses them.
 NPU_ONLY_OPTIONS = ("NPUW_", "MAX_PROMPT_LEN", "MIN_RESPONSE_LEN", "GENERATE_HINT")
 #: The backends that take OpenVINO properties (upper-case option names such as PERFORMANCE_HINT).
-OPENVINO_PROPERTY_BACKENDS = ("openvino", "optimum-intel")
+OPENVINO_PROPERTY_BACKENDS = ("openvino", "optimum-intel", "openvino-vlm")
+#: The backends whose NPU pipeline takes the NPU-only options.
+NPU_PIPELINE_BACKENDS = ("openvino", "openvino-vlm")
 
 
 def is_npu_only(key: str) -> bool:
@@ -84,7 +86,7 @@ def applies(key: str, backend: str, device_kind: str) -> bool:
     lower-case options (revision, trust_remote_code, dtype...) are each backend's own to accept or refuse.
     """
     if is_npu_only(key):
-        return backend == "openvino" and device_kind == "NPU"
+        return backend in NPU_PIPELINE_BACKENDS and device_kind == "NPU"
     if is_openvino_property(key):
         return backend in OPENVINO_PROPERTY_BACKENDS
     return True

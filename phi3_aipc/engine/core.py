@@ -13,6 +13,7 @@ from phi3_aipc.backends.base import Backend, Message
 from phi3_aipc.engine.jobs import Job, Run, TextSink, Turnstile
 from phi3_aipc.engine.streams import GAVE_WAY, AsyncGenerationStream, GenerationStream, JobFactory, settle
 from phi3_aipc.errors import InvalidParameterError, PromptTooLongError, UnsupportedFeatureError
+from phi3_aipc.images import has_images, place_images, prompt_with_images, refuse_images_unless_taken
 from phi3_aipc.messages import check_messages, neutralise_messages
 from phi3_aipc.params import (
     BackendOutput,
@@ -84,6 +85,11 @@ class Engine:
         return self.backend.chat_template
 
     @property
+    def takes_images(self) -> bool:
+        """Whether the backend takes images with a prompt (``backend="openvino-vlm"``)."""
+        return bool(getattr(self.backend, "takes_images", False))
+
+    @property
     def constraint_kinds(self) -> frozenset[str]:
         return self.backend.constraint_kinds
 
@@ -93,8 +99,14 @@ class Engine:
 
     def format_chat(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None) -> str:
         """The prompt the model sees for ``messages``: the message rules (``phi3_aipc.messages``: roles, text
-        content, control-token text neutralised) applied, then the model's own chat template."""
-        return self.render(neutralise_messages(check_messages(messages), self.special_tokens), tools)
+        content, control-token text neutralised) applied, then the model's own chat template. Messages with
+        images give an ``ImagePrompt`` carrying them (a model that takes no images refuses them)."""
+        checked = neutralise_messages(check_messages(messages), self.special_tokens)
+        if not has_images(checked):
+            return self.render(checked, tools)
+        refuse_images_unless_taken(self)
+        placed, images = place_images(checked)
+        return prompt_with_images(self.render(placed, tools), images)
 
     def render(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None) -> str:
         """The chat template over messages taken as they are: for callers that already applied the message rules
@@ -194,6 +206,8 @@ class Engine:
         if params is not None and not isinstance(params, GenerationParams):
             raise InvalidParameterError(f"params must be a GenerationParams, got {type(params).__name__}.")
         text = self._to_prompt(prompt)
+        if getattr(text, "images", None):
+            refuse_images_unless_taken(self)
         self._check_constraint(constraint)
         return functools.partial(Job, self, text, params or GenerationParams(), constraint)
 

@@ -120,6 +120,32 @@ MODELS: tuple[KnownModel, ...] = (
         checkpoint="microsoft/Phi-4-mini-instruct",
         hint=_EXPORT_HINT,
     ),
+    # Vision models (backend="openvino-vlm"). Intel publishes OpenVINO/Phi-3.5-vision-instruct-int8-ov; no int4
+    # (NPU-ready, symmetric) build and no Phi-4-multimodal build of Intel's is verified, so those are exported.
+    KnownModel(
+        "microsoft/Phi-3.5-vision-instruct",
+        ("phi-3.5-vision", "phi3.5-vision"),
+        {
+            ("openvino-vlm", "GPU"): ("OpenVINO/Phi-3.5-vision-instruct-int8-ov", None),
+            ("openvino-vlm", "CPU"): ("OpenVINO/Phi-3.5-vision-instruct-int8-ov", None),
+        },
+        checkpoint="microsoft/Phi-3.5-vision-instruct",
+        hint=(
+            "The NPU needs symmetric INT4 weights: export them with optimum-intel (its phi3_v export needs "
+            "transformers<=4.53.3 and the model's own code): `optimum-cli export openvino -m {checkpoint} --task "
+            "image-text-to-text --weight-format int4 --sym --group-size -1 --trust-remote-code OUT`, then pass OUT."
+        ),
+    ),
+    KnownModel(
+        "microsoft/Phi-4-multimodal-instruct",
+        ("phi-4-multimodal", "phi4-multimodal"),
+        checkpoint="microsoft/Phi-4-multimodal-instruct",
+        hint=(
+            "Export it with optimum-intel (its phi4mm export needs transformers<=4.53.3 and the model's own code): "
+            "`optimum-cli export openvino -m {checkpoint} --task image-text-to-text --weight-format int4 --sym "
+            "--group-size -1 --trust-remote-code OUT` (symmetric INT4 also runs on the NPU), then pass OUT."
+        ),
+    ),
     KnownModel(
         SMOLLM2_ALIAS,
         ("smollm2-135m", "smollm2-135m-instruct"),

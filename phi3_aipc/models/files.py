@@ -15,12 +15,14 @@ from typing import Any, Literal
 
 from phi3_aipc.errors import BackendNotInstalledError, InvalidModelFileError, ModelNotFoundError
 
-ArtifactFormat = Literal["openvino-ir", "gguf", "onnx", "hf-checkpoint"]
+ArtifactFormat = Literal["openvino-ir", "openvino-vlm", "gguf", "onnx", "hf-checkpoint"]
 
 # Marker file -> the format of a folder that holds it, in the order they are tried.
 _FOLDER_MARKERS: tuple[tuple[str, ArtifactFormat], ...] = (
     ("openvino_model.xml", "openvino-ir"),
     ("genai_config.json", "onnx"),
+    # A vision model's IR (VLMPipeline): language, text-embeddings and vision-embeddings models, no openvino_model.
+    ("openvino_language_model.xml", "openvino-vlm"),
     ("config.json", "hf-checkpoint"),
 )
 _MODEL_SUFFIXES = (".gguf", ".xml", ".onnx")

@@ -237,6 +237,7 @@ def _preset(kind: str) -> str:
 
 _DESCRIPTIONS = {
     "openvino-ir": "an OpenVINO IR folder",
+    "openvino-vlm": "an OpenVINO vision-model IR folder (openvino_language_model.xml)",
     "gguf": "a GGUF file",
     "onnx": "an ONNX Runtime GenAI folder (genai_config.json)",
     "hf-checkpoint": "a Hugging Face checkpoint folder",

@@ -20,6 +20,7 @@ from typing import Any
 
 from phi3_aipc.chat import ChatTurn, JsonFormat, TurnResult
 from phi3_aipc.errors import InvalidParameterError
+from phi3_aipc.images import image_from_block
 from phi3_aipc.params import GenerationParams, GenerationResult
 from phi3_aipc.server.schemas import ChatCompletionRequest, CompletionRequest, Message, SamplingFields
 from phi3_aipc.tools.spec import InvalidToolCall, ToolCall
@@ -126,6 +127,9 @@ def neutral_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for index, message in enumerate(messages):
         item: dict[str, Any] = {"role": message.role, "content": _text(message.content)}
+        images = _images(message.content)
+        if images:
+            item["images"] = images
         if message.tool_calls:
             item["tool_calls"] = [
                 _call(index, c.id, c.function.name, c.function.arguments) for c in message.tool_calls
@@ -145,7 +149,14 @@ def neutral_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
 def _text(content: str | list[Any] | None) -> str | None:
     if content is None or isinstance(content, str):
         return content
-    return "".join(part.text for part in content)
+    return "".join(part.text for part in content if part.type == "text")
+
+
+def _images(content: str | list[Any] | None) -> list[Any]:
+    """The image_url parts, decoded and checked (data: URLs; a web URL is a 400, never fetched)."""
+    if content is None or isinstance(content, str):
+        return []
+    return [image_from_block(part.model_dump()) for part in content if part.type == "image_url"]
 
 
 def _call(index: int, call_id: str, name: str, arguments: str) -> dict[str, Any]:

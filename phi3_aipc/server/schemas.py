@@ -7,7 +7,7 @@ client never believes it got something it did not. Three fields beyond OpenAI's 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -40,6 +40,20 @@ class TextPart(Strict):
     text: str
 
 
+class ImageUrl(Strict):
+    #: A data: URL ('data:image/png;base64,...'); a web URL is refused (never fetched).
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(Strict):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
 class FunctionCall(Strict):
     name: str
     arguments: str = "{}"
@@ -55,7 +69,7 @@ class Message(Strict):
     unhonoured = ("annotations", "audio", "function_call")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCallIn] | None = None
     tool_call_id: str | None = None
@@ -67,10 +81,10 @@ class Message(Strict):
     def _text_parts_only(cls, content: Any) -> Any:
         for part in content if isinstance(content, list) else ():
             kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-            if kind != "text":
+            if kind not in ("text", "image_url"):
                 raise PydanticCustomError(
                     "unsupported_part",
-                    "only text content parts are supported, not '{kind}' parts: this model reads text only",
+                    "only text and image_url content parts are supported, not '{kind}' parts",
                     {"kind": kind},
                 )
         return content

@@ -7,6 +7,7 @@ over real HTTP on loopback with the official ``openai`` client.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 from collections.abc import Callable
@@ -34,6 +35,7 @@ class Tool:
 @dataclass(frozen=True)
 class Scenario:
     engine: dict[str, Any]
+    #: Neutral messages; a user message may carry "images": [PNG bytes], which each door sends its own way.
     messages: list[dict[str, Any]]
     tools: list[Tool] = field(default_factory=list)
     tool_choice: str | None = None
@@ -103,6 +105,9 @@ def _lc_messages(s: Scenario) -> list[Any]:
     for m in s.messages:
         if m["role"] == "system":
             out.append(SystemMessage(m["content"]))
+        elif m["role"] == "user" and m.get("images"):
+            blocks = [{"type": "image", "base64": _b64(i), "mime_type": "image/png"} for i in m["images"]]
+            out.append(HumanMessage([{"type": "text", "text": m["content"]}, *blocks]))
         elif m["role"] == "user":
             out.append(HumanMessage(m["content"]))
         elif m["role"] == "assistant":
@@ -178,7 +183,7 @@ def langchain_stream(s: Scenario) -> Outcome:
 
 # -- LlamaIndex --------------------------------------------------------------------------------------------------
 def _li_messages(s: Scenario) -> list[Any]:
-    from llama_index.core.base.llms.types import ChatMessage, TextBlock, ToolCallBlock
+    from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock, ToolCallBlock
 
     out: list[Any] = []
     for m in s.messages:
@@ -192,6 +197,9 @@ def _li_messages(s: Scenario) -> list[Any]:
         elif m["role"] == "tool":
             kwargs = {"tool_call_id": m["tool_call_id"], "name": m["name"]}
             out.append(ChatMessage(role="tool", content=m["content"], additional_kwargs=kwargs))
+        elif m.get("images"):
+            images = [ImageBlock(image=i, image_mimetype="image/png") for i in m["images"]]
+            out.append(ChatMessage(role=m["role"], blocks=[TextBlock(text=m["content"]), *images]))
         else:
             out.append(ChatMessage(role=m["role"], content=m["content"]))
     return out
@@ -302,9 +310,20 @@ def _oa_messages(s: Scenario) -> list[dict[str, Any]]:
             out.append({"role": "assistant", "content": m["content"] or None, "tool_calls": calls})
         elif m["role"] == "tool":
             out.append({"role": "tool", "content": m["content"], "tool_call_id": m["tool_call_id"]})
+        elif m.get("images"):
+            parts = [
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{_b64(i)}"}}
+                for i in m["images"]
+            ]
+            out.append({"role": m["role"], "content": [{"type": "text", "text": m["content"]}, *parts]})
         else:
             out.append({"role": m["role"], "content": m["content"]})
     return out
+
+
+def _b64(image: bytes) -> str:
+    """A scenario's image (PNG bytes) as base64, the way each framework's users send one."""
+    return base64.b64encode(image).decode()
 
 
 def _oa_request(s: Scenario) -> dict[str, Any]:

@@ -311,10 +311,10 @@ def test_bad_call_arguments_say_what_to_fix(smol: Phi3AIPC) -> None:
         smol.chat([{"role": "user", "content": "hi"}])  # type: ignore[list-item]
     with pytest.raises(InvalidParameterError, match="temperature must be"):
         smol.chat(QUESTION, temperature=-2)
-    image = ChatMessage(
-        role="user", blocks=[ImageBlock(image=b"\x89PNG\r\n\x1a\n", image_mimetype="image/png")]
-    )
-    with pytest.raises(UnsupportedFeatureError, match="text only"):
+    with pytest.raises(InvalidParameterError, match="could not be decoded"):  # a broken image, at the door
+        smol.chat([ChatMessage(role="user", blocks=[ImageBlock(image=b"\x89PNG\r\n\x1a\n")])])
+    image = ChatMessage(role="user", blocks=[ImageBlock(image=_tiny_png(), image_mimetype="image/png")])
+    with pytest.raises(UnsupportedFeatureError, match="text only"):  # a good one, which SmolLM2 cannot see
         smol.chat([image])
     with pytest.raises(InvalidParameterError, match="not bound"):
         smol.chat_with_tools(TOOLS, user_msg="hi", tool_choice="send_email")
@@ -479,3 +479,13 @@ def test_structured_output_errors_are_clear(smol: Phi3AIPC) -> None:
         smol.structured_predict(Person, EXTRACT, text="Alice is 31.", llm_kwargs={"max_tokens": 3})
     with pytest.raises(InvalidParameterError, match="pydantic BaseModel subclass"):
         smol.structured_predict(dict, EXTRACT, text="x")  # type: ignore[arg-type]
+
+
+def _tiny_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -214,9 +214,9 @@ def test_an_assistant_message_from_model_dump_is_accepted(served: Served) -> Non
         ({"max_completion_tokens": 0}, "max_completion_tokens", "max_completion_tokens is 0"),
         ({"temperature": -1}, "temperature", "temperature"),
         (
-            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+            {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x"}}]}]},
             "messages.0.content",
-            "'image_url'",
+            "'input_audio'",
         ),
         (
             {"messages": [{"role": "assistant", "content": "a", "audio": {"id": "x"}}]},
