@@ -7,11 +7,13 @@ context); a draft model is a small model sharing the main model's tokenizer (Fas
 
 Load options of the ``openvino`` backend (any case):
 
-- ``prompt_lookup``: True, False, or None/absent (the default, ``PROMPT_LOOKUP_AUTO_KINDS``). Off on the NPU,
+- ``prompt_lookup``: True, False, or None/absent (the default: on for the CPU and GPU with 1 draft token a
+  step, see ``PROMPT_LOOKUP_AUTO_KINDS``; True drafts 5). Off on the NPU,
   whose static pipeline OpenVINO does not document it for: a result note says so when it was asked for.
 - ``draft_model``: a draft model (path, Hub repo id, catalogue name, or 'auto' for the catalogue's pairing), resolved
   by ``phi3_aipc.backends.prepare``; ``draft_device``: its device (default: the model's).
-- ``num_assistant_tokens`` (draft tokens a step) and ``max_ngram_size`` (the longest n-gram prompt lookup matches).
+- ``num_assistant_tokens`` (draft tokens a step) and ``max_ngram_size`` (the longest n-gram prompt lookup matches,
+  default 3).
 
 It is a property of the pipeline: OpenVINO builds a different pipeline for it, and every request on a prompt-lookup
 pipeline must ask for it, so it is chosen at load time, not per call.
@@ -36,13 +38,17 @@ DRAFT_MODEL = "DRAFT_MODEL"
 DRAFT_DEVICE = "DRAFT_DEVICE"
 NUM_ASSISTANT_TOKENS = "NUM_ASSISTANT_TOKENS"
 MAX_NGRAM_SIZE = "MAX_NGRAM_SIZE"
-#: OpenVINO GenAI's own samples use 5 draft tokens and 3-grams for prompt lookup.
+#: prompt_lookup=True drafts 5 tokens a step (OpenVINO GenAI's samples' setting) from n-grams of up to 3 tokens.
 DEFAULT_ASSISTANT_TOKENS = 5
 DEFAULT_NGRAM_SIZE = 3
-#: Where prompt_lookup=None turns it on. Measured (benchmarks/RESULTS.md, "Prompt lookup"): on the CPU a
-#: copy-heavy RAG answer decodes 1.5-2x faster, and an answer that copies nothing loses little; the GPU is assumed
-#: to gain as the CPU does (verifying extra tokens is cheap on a GPU) but was not measured. The NPU is left out.
+#: Where prompt_lookup=None (the default) turns it on, and with how many draft tokens a step. Measured on the CPU
+#: (benchmarks/RESULTS.md, "Prompt lookup", `phi3-aipc bench --scenario rag`): every step verifies its drafts even
+#: when the text holds no match, and on Qwen2.5-Coder-0.5B verifying 3-5 drafts cost an answer that copies nothing
+#: ~30% of its decode speed, while 1 draft a step cost nothing measurable and still made a RAG answer ~1.7x faster.
+#: So None drafts 1 token a step; True (5) is for apps that know their answers copy. The GPU is assumed to gain as
+#: the CPU does (verifying extra tokens is cheap there) but was not measured. The NPU is left out (below).
 PROMPT_LOOKUP_AUTO_KINDS = frozenset({"CPU", "GPU"})
+AUTO_ASSISTANT_TOKENS = 1
 NPU_NOTE = (
     "prompt_lookup is off on the NPU: OpenVINO GenAI's NPU pipeline does not support it. Speculative decoding "
     "with a draft model (draft_model=...) is the NPU's speed-up."
@@ -68,7 +74,10 @@ def take_assist_options(upper: dict[str, Any], device: str) -> Assist:
     lookup = upper.pop(PROMPT_LOOKUP, None)
     draft = upper.pop(DRAFT_MODEL, None)
     draft_device = upper.pop(DRAFT_DEVICE, None)
-    tokens = _positive("num_assistant_tokens", upper.pop(NUM_ASSISTANT_TOKENS, DEFAULT_ASSISTANT_TOKENS))
+    given_tokens = upper.pop(NUM_ASSISTANT_TOKENS, None)
+    tokens = _positive(
+        "num_assistant_tokens", DEFAULT_ASSISTANT_TOKENS if given_tokens is None else given_tokens
+    )
     ngram = _positive("max_ngram_size", upper.pop(MAX_NGRAM_SIZE, DEFAULT_NGRAM_SIZE))
     lookup = None if lookup is None else parse_flag("prompt_lookup", lookup)
     if draft is not None:
@@ -87,7 +96,9 @@ def take_assist_options(upper: dict[str, Any], device: str) -> Assist:
             return Assist(None, tokens, ngram, notes=(NPU_NOTE,))
         return Assist(None, tokens, ngram)
     if lookup is None:
-        lookup = device_kind(device) in PROMPT_LOOKUP_AUTO_KINDS
+        if device_kind(device) not in PROMPT_LOOKUP_AUTO_KINDS:
+            return Assist(None, tokens, ngram)
+        return Assist("prompt_lookup", AUTO_ASSISTANT_TOKENS if given_tokens is None else tokens, ngram)
     return Assist("prompt_lookup" if lookup else None, tokens, ngram)
 
 
