@@ -8,7 +8,7 @@ import ipaddress
 import os
 import sys
 
-from phi3_aipc.cli.common import add_model_arguments, parse_options
+from phi3_aipc.cli.common import add_model_arguments, engine_options
 from phi3_aipc.errors import BackendNotInstalledError, InvalidParameterError
 from phi3_aipc.models import DEFAULT_MODEL
 
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         limits=Limits(max_tokens=args.max_tokens_limit, default_max_tokens=args.default_max_tokens),
     )
-    load = functools.partial(get_engine, model, args.device, args.backend, parse_options(args.option))
+    load = functools.partial(get_engine, model, args.device, args.backend, engine_options(args))
     app = create_app(load, config)
     print(
         f"phi3-aipc serve: http://{args.host}:{args.port}/v1 (model loads in the background; GET /health)",
