@@ -9,8 +9,8 @@ with 1 draft token a step on the CPU/GPU), ``prompt_lookup=True`` (5 draft token
 when one is given. Greedy, natural end, at most ``max_new_tokens``.
 
 Figures: TTFT (the backend's, tokenization included) and decode tokens/s (1000 / TPOT, the first token excluded),
-the median of ``runs`` runs after one warm-up per engine; each run's context starts with a different line, so
-prefix caching never shortens a prefill. ``same`` says whether the text equals the baseline's. ``accepted`` is the
+the median of ``runs`` runs after one warm-up per engine, the variants taking turns run by run; each run's context
+starts with a different line, so prefix caching never shortens a prefill. ``same`` says whether the text equals the baseline's. ``accepted`` is the
 share of verified draft tokens the model kept (``GenerationResult.assisted``).
 """
 
@@ -48,7 +48,7 @@ class RagSettings:
     draft_model: str | None = None
 
 
-def rag_messages(engine: Engine, tokens: int, question: str, run: int = 0) -> list[dict[str, Any]]:
+def rag_messages(engine: Engine, tokens: int, question: str, run: int | str = 0) -> list[dict[str, Any]]:
     """A system prompt holding as many product sheets as make the prompt ~``tokens`` long, then ``question``."""
     head = f"Context set {run}. Answer from the retrieved product sheets only, quoting them exactly.\n"
     sheets: list[str] = []
@@ -115,14 +115,14 @@ def _run_target(target: Target, settings: RagSettings, log: Callable[[str], None
             engine.generate(rag_messages(baseline, 64, "Hello!", run=-1), GenerationParams(max_new_tokens=4))
         rows = []
         for prompt, question in PROMPTS.items():
-            texts: dict[str, str] = {}
-            for name, engine in engines.items():
-                results = [
-                    engine.generate(rag_messages(baseline, settings.context_tokens, question, run), params)
-                    for run in range(settings.runs)
-                ]
-                texts[name] = results[0].text
-                rows.append(_row(prompt, name, results, texts["baseline"]))
+            # Runs alternate between the variants, so a change in the machine's load hits them all alike.
+            results: dict[str, list[GenerationResult]] = {name: [] for name in engines}
+            for run in range(settings.runs):
+                messages = rag_messages(baseline, settings.context_tokens, question, f"{prompt} {run}")
+                for name, engine in engines.items():
+                    results[name].append(engine.generate(messages, params))
+            for name, measured in results.items():
+                rows.append(_row(prompt, name, measured, results["baseline"][0].text))
                 log(f"   {prompt} / {name}: {_tps(rows[-1]['decode_tps'])} tok/s")
         return rows
     finally:
