@@ -1,8 +1,8 @@
 """The RAG scenario: what prompt lookup (and a draft model, where one is given) does to a copy-heavy answer.
 
 A RAG answer quotes its retrieved context, so its tokens can be drafted by copying from the prompt. The scenario
-builds a ~``context_tokens`` context (product sheets, sized with the engine's own tokenizer) and asks for an answer
-that quotes it; a second prompt asks for an answer that copies nothing (a short story), which is prompt lookup's
+builds a ~``context_tokens`` context (product sheets in the user message, sized with the engine's own tokenizer)
+and asks for an answer that quotes it; a second prompt asks for an answer that copies nothing (a short story), which is prompt lookup's
 worst case: every step verifies drafts that are never found. Each prompt runs on one engine per variant, loaded
 side by side in this process: ``prompt_lookup=False`` (the baseline), the default (``prompt_lookup`` unset: on
 with 1 draft token a step on the CPU/GPU), ``prompt_lookup=True`` (5 draft tokens a step), and ``draft_model=...``
@@ -31,10 +31,7 @@ SHEET = (
     "{hours} hours of video playback. The warranty covers parts and labour for {years} years; accidental damage is "
     "covered only with the Care Plus plan, which costs {price} dollars."
 )
-RAG_QUESTION = (
-    "Using only the product sheets above, copy the sentences of product sheet 1 and product sheet 2 word for word, "
-    "then copy the warranty sentence of product sheet 3."
-)
+RAG_QUESTION = "Copy the sentences of product sheet 1 and product sheet 2 word for word."
 FREE_QUESTION = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 PROMPTS = {"rag": RAG_QUESTION, "free": FREE_QUESTION}
 
@@ -49,29 +46,35 @@ class RagSettings:
 
 
 def rag_messages(engine: Engine, tokens: int, question: str, run: int | str = 0) -> list[dict[str, Any]]:
-    """A system prompt holding as many product sheets as make the prompt ~``tokens`` long, then ``question``."""
-    head = f"Context set {run}. Answer from the retrieved product sheets only, quoting them exactly.\n"
+    """A user message holding as many product sheets as make the prompt ~``tokens`` long, then ``question``.
+
+    The sheets go in the user message, as a RAG chain puts retrieved text: a 135M model asked about a system
+    prompt this long answered in loops; asked about the user's own text, it quoted it.
+    """
+    system = {
+        "role": "system",
+        "content": "Answer from the product sheets the user gives, quoting them exactly.",
+    }
     sheets: list[str] = []
     while True:
-        messages = [
-            {"role": "system", "content": head + "\n".join(sheets)},
-            {"role": "user", "content": question},
-        ]
+        context = f"Context set {run}. Retrieved product sheets:\n" + "\n".join(sheets)
+        messages = [system, {"role": "user", "content": f"{context}\n\n{question}"}]
         if engine.count_tokens(engine.format_chat(messages)) >= tokens or len(sheets) > 200:
             return messages
-        i = len(sheets) + 1
-        sheets.append(
-            SHEET.format(
-                i=i,
-                cpu=f"{5 + i % 3} {150 + i}H",
-                ram=16 * (1 + i % 2),
-                ssd=1 + i % 2,
-                wh=60 + i,
-                hours=10 + i % 5,
-                years=1 + i % 3,
-                price=99 + 10 * i,
-            )
-        )
+        sheets.append(_sheet(len(sheets) + 1))
+
+
+def _sheet(i: int) -> str:
+    return SHEET.format(
+        i=i,
+        cpu=f"{5 + i % 3} {150 + i}H",
+        ram=16 * (1 + i % 2),
+        ssd=1 + i % 2,
+        wh=60 + i,
+        hours=10 + i % 5,
+        years=1 + i % 3,
+        price=99 + 10 * i,
+    )
 
 
 def variants(target: Target, settings: RagSettings) -> dict[str, dict[str, Any]]:

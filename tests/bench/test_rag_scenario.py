@@ -15,7 +15,8 @@ def test_context_is_sized_with_the_engines_tokenizer(tiny_phi3_ov: Path) -> None
     engine = get_engine(str(tiny_phi3_ov), "cpu", "openvino")
     messages = rag_messages(engine, 400, RAG_QUESTION, run="x")
     assert [m["role"] for m in messages] == ["system", "user"]
-    assert "Context set x." in messages[0]["content"] and "Product sheet 1:" in messages[0]["content"]
+    assert "Context set x." in messages[1]["content"] and "Product sheet 1:" in messages[1]["content"]
+    assert messages[1]["content"].endswith(RAG_QUESTION)
     assert (
         400 <= engine.count_tokens(engine.format_chat(messages)) < 400 + 120
     )  # one sheet more than needed at most
