@@ -90,16 +90,21 @@ def take_assist_options(upper: dict[str, Any], device: str) -> Assist:
         return Assist("draft_model", tokens, ngram, draft_path=str(draft), draft_device=target)
     if draft_device is not None:
         raise InvalidParameterError("draft_device needs a draft_model: pass the draft model too, or drop it.")
-    if device_kind(device) == "NPU":
-        if lookup:
+    if lookup is None and given_tokens is None:
+        tokens = AUTO_ASSISTANT_TOKENS
+    return _prompt_lookup(lookup, device, tokens, ngram)
+
+
+def _prompt_lookup(asked: bool | None, device: str, tokens: int, ngram: int) -> Assist:
+    """Prompt lookup where it was asked for (None: where ``PROMPT_LOOKUP_AUTO_KINDS`` says), never on the NPU."""
+    kind = device_kind(device)
+    if kind == "NPU":
+        if asked:
             log.warning("%s", NPU_NOTE)
             return Assist(None, tokens, ngram, notes=(NPU_NOTE,))
         return Assist(None, tokens, ngram)
-    if lookup is None:
-        if device_kind(device) not in PROMPT_LOOKUP_AUTO_KINDS:
-            return Assist(None, tokens, ngram)
-        return Assist("prompt_lookup", AUTO_ASSISTANT_TOKENS if given_tokens is None else tokens, ngram)
-    return Assist("prompt_lookup" if lookup else None, tokens, ngram)
+    on = kind in PROMPT_LOOKUP_AUTO_KINDS if asked is None else asked
+    return Assist("prompt_lookup" if on else None, tokens, ngram)
 
 
 def pipeline_options(assist: Assist, device: str, plain: Mapping[str, Any]) -> dict[str, Any]:
