@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from phi3_aipc import DEFAULT_MODEL, Engine, GenerationParams, GenerationResult, get_engine
+from phi3_aipc.backends.options import with_speed_options
 from phi3_aipc.context import TrimReport
 from phi3_aipc.engine import aget_engine
 from phi3_aipc.errors import InvalidParameterError
@@ -75,6 +76,14 @@ class Phi3AIPCFields(BaseModel):
     Model Server, vLLM). The model runs there; tool calls, structured output, stops and parsing stay as locally.
     ``model`` names it (and its family); device, backend and options are the server's business."""
 
+    prompt_lookup: bool | None = None
+    """Prompt-lookup decoding (OpenVINO GenAI): draft tokens by copying from the prompt, so answers that quote their
+    context (RAG, agents) decode faster, with the same greedy text. None: on for the CPU/GPU, off on the NPU."""
+
+    draft_model: str | None = None
+    """Speculative decoding (OpenVINO GenAI): a small draft model sharing the model's tokenizer (path, repo id, or
+    'auto' for the catalogue's, e.g. FastDraft for phi-3-mini). response_metadata['assisted_decoding'] reports it."""
+
     context_overflow: Literal["error", "trim"] = "error"
     """A chat that does not fit the window: 'error' refuses it; 'trim' drops the oldest turns, then shortens long
     tool results / retrieved context (response_metadata['context_trimmed'] says what went)."""
@@ -84,13 +93,16 @@ class Phi3AIPCFields(BaseModel):
         """The shared engine: loaded on first use, cached per (model, device, backend, options) in the process."""
         if self.base_url is not None:
             return self._remote_engine(model)
-        return get_engine(model or self.model, self.device, self.backend, self.options)
+        return get_engine(model or self.model, self.device, self.backend, self._engine_options())
+
+    def _engine_options(self) -> dict[str, Any]:
+        return with_speed_options(self.options, self.prompt_lookup, self.draft_model)
 
     async def _aget_engine(self, model: str | None = None) -> Engine:
         if self.base_url is not None:
             return self._remote_engine(model)
         # Loading takes seconds (minutes for a first NPU compile): never on the event loop.
-        return await aget_engine(model or self.model, self.device, self.backend, self.options)
+        return await aget_engine(model or self.model, self.device, self.backend, self._engine_options())
 
     def _remote_engine(self, model: str | None) -> Any:
         from phi3_aipc.remote import get_remote_engine
@@ -140,6 +152,10 @@ def response_metadata(
     """``model_name`` is the model as the caller named it: engines are shared between an alias and its path."""
     timings = result.timings
     trim = {"context_trimmed": trimmed.as_dict()} if trimmed is not None else {}
+    if (
+        result.assisted is not None
+    ):  # prompt lookup / draft model: draft tokens, accepted tokens, acceptance rate
+        trim["assisted_decoding"] = result.assisted.as_dict()
     return {
         **trim,
         "model_name": model_name or result.model,

@@ -171,6 +171,8 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
             "device": self.device,
             "backend": self.backend,
             "options": self.options,
+            "prompt_lookup": self.prompt_lookup,
+            "draft_model": self.draft_model,
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
             "top_p": self.top_p,

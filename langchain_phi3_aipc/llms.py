@@ -63,7 +63,14 @@ class Phi3AIPC(Phi3AIPCFields, LLM):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model": self.model, "device": self.device, "backend": self.backend, "options": self.options}
+        return {
+            "model": self.model,
+            "device": self.device,
+            "backend": self.backend,
+            "options": self.options,
+            "prompt_lookup": self.prompt_lookup,
+            "draft_model": self.draft_model,
+        }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(

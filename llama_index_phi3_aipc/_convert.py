@@ -164,4 +164,5 @@ def raw(result: GenerationResult) -> dict[str, Any]:
         "device": result.device,
         "backend": result.backend,
         "notes": list(result.notes),
+        "assisted_decoding": result.assisted.as_dict() if result.assisted is not None else None,
     }

@@ -36,6 +36,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 
 from llama_index_phi3_aipc import _convert
+from phi3_aipc.backends.options import with_speed_options
 from phi3_aipc.chat import ChatTurn, JsonFormat, TextDelta, TurnDone, TurnEvent, TurnResult
 from phi3_aipc.context import prompt_budget
 from phi3_aipc.engine import Engine, aget_engine, get_engine
@@ -130,6 +131,16 @@ class Phi3AIPC(FunctionCallingLLM):
         default=None,
         description="Override the context window the engine reports (tokens, prompt plus output).",
     )
+    prompt_lookup: bool | None = Field(
+        default=None,
+        description="Prompt-lookup decoding (OpenVINO GenAI): drafts copied from the prompt make answers that quote "
+        "their context decode faster, same greedy text. None: on for the CPU/GPU, off on the NPU.",
+    )
+    draft_model: str | None = Field(
+        default=None,
+        description="Speculative decoding: a draft model sharing the model's tokenizer (path, repo id, or 'auto' for "
+        "the catalogue's); raw['assisted_decoding'] reports its acceptance rate.",
+    )
     context_overflow: Literal["error", "trim"] = Field(
         default="error",
         description="A chat that does not fit: 'error' refuses it; 'trim' drops the oldest turns, then shortens "
@@ -205,16 +216,21 @@ class Phi3AIPC(FunctionCallingLLM):
     def engine(self) -> Engine:
         """The shared engine, loaded on first use."""
         if self._engine is None:
-            self._engine = self._remote() or get_engine(self.model, self.device, self.backend, self.options)
+            self._engine = self._remote() or get_engine(
+                self.model, self.device, self.backend, self._engine_options()
+            )
         return self._engine
 
     async def _aengine(self) -> Engine:
         # Loading takes seconds (minutes for a first NPU compile): never on the event loop.
         if self._engine is None:
             self._engine = self._remote() or await aget_engine(
-                self.model, self.device, self.backend, self.options
+                self.model, self.device, self.backend, self._engine_options()
             )
         return self._engine
+
+    def _engine_options(self) -> dict[str, Any]:
+        return with_speed_options(self.options, self.prompt_lookup, self.draft_model)
 
     def _remote(self) -> Any:
         if self.base_url is None:

@@ -208,6 +208,34 @@ class Timings:
     generate_ms: float | None = None
 
 
+@dataclass(frozen=True)
+class AssistedDecoding:
+    """What assisted decoding did in one generation: the draft tokens the model checked, and those it kept.
+
+    ``method`` is 'prompt_lookup' (drafts copied from the prompt and the answer so far) or 'draft_model' (drafts
+    from a small model). Greedy output is the model's own either way: assistance changes the speed, not the text.
+    """
+
+    method: Literal["prompt_lookup", "draft_model"]
+    #: Draft tokens the model verified (prompt lookup verifies a fixed number a step, found in the text or not).
+    draft_tokens: int
+    #: Draft tokens the model accepted: each one is a decode step saved.
+    accepted_tokens: int
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        """accepted / draft tokens (None when no draft was checked)."""
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "draft_tokens": self.draft_tokens,
+            "accepted_tokens": self.accepted_tokens,
+            "acceptance_rate": self.acceptance_rate,
+        }
+
+
 @dataclass
 class BackendOutput:
     """What a backend reports after one generation."""
@@ -217,6 +245,10 @@ class BackendOutput:
     timings: Timings = field(default_factory=Timings)
     #: Prompt tokens whose KV cache came from an earlier call (None: the backend does not say).
     cached_prompt_tokens: int | None = None
+    #: Prompt lookup / draft model figures, where the backend decoded with assistance.
+    assisted: AssistedDecoding | None = None
+    #: What the backend changed on its own (e.g. prompt lookup left off on the NPU), for people to read.
+    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -237,6 +269,8 @@ class GenerationResult:
     #: Prompt tokens not prefilled again because their KV cache was kept from an earlier call on this engine
     #: (None: the backend does not report it; OpenVINO GenAI reuses prefixes without saying how many).
     cached_prompt_tokens: int | None = None
+    #: Prompt lookup / draft model figures (draft tokens, accepted tokens, acceptance rate); None without them.
+    assisted: AssistedDecoding | None = None
 
     @property
     def total_tokens(self) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 from phi3_aipc.testing.precision import ENCODER_F32, LLM_F32, cpu_default_precision
 
 TESTS = Path(__file__).parent
-KNOBS = re.compile(r"INFERENCE_PRECISION_HINT|KV_CACHE_PRECISION")
+KNOBS = re.compile(r"INFERENCE_PRECISION_HINT|KV_CACHE_PRECISION|DYNAMIC_QUANTIZATION_GROUP_SIZE")
 
 
 def test_no_test_file_spells_its_own_precision_pins() -> None:

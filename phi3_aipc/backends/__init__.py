@@ -208,7 +208,29 @@ def prepare(
         precision=opts.get("precision") if "precision" in cls.resolver_options else None,
     )
     backend_opts = {k: v for k, v in opts.items() if k not in resolver_keys}
+    if cls.name == "openvino":
+        backend_opts = _with_draft_resolved(backend_opts, model, devices.device_kind(target), cls.name)
     return LoadRequest(cls, target, artifact, backend_opts, notes)
+
+
+def _with_draft_resolved(options: dict[str, Any], model: Any, kind: str, backend: str) -> dict[str, Any]:
+    """A ``draft_model`` option (a catalogue name, 'auto', a path or a Hub repo id) as the folder of the draft's
+    build for its device, resolved like any model (so it is downloaded or converted once, here, not by the backend).
+    """
+    from phi3_aipc.models import resolve
+    from phi3_aipc.models.catalogue import draft_for
+
+    key = next((k for k in options if k.lower() == "draft_model"), None)
+    if key is None:
+        return options
+    draft = options[key]
+    if draft is None:
+        return {k: v for k, v in options.items() if k != key}
+    if isinstance(draft, str) and draft.strip().lower() == "auto":
+        draft = draft_for(model)
+    device = next((v for k, v in options.items() if k.lower() == "draft_device"), None)
+    draft_kind = devices.device_kind(devices.normalise_device(device)) if device is not None else kind
+    return {**options, key: str(resolve(draft, draft_kind, backend).path)}
 
 
 @functools.cache

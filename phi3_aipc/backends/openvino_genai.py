@@ -9,6 +9,7 @@ from typing import Any
 
 import openvino_genai as ov_genai
 
+from phi3_aipc.backends import openvino_assist
 from phi3_aipc.backends.base import Backend, Message, TextCallback
 from phi3_aipc.backends.options import is_npu_only, parse_flag
 from phi3_aipc.devices import (
@@ -43,6 +44,8 @@ def available_devices() -> list[str]:
 class OpenVINOGenAIBackend(Backend):
     name = "openvino"
     constraint_kinds = frozenset({"json_schema", "regex", "grammar", "structural_tags"})
+    #: Prompt lookup or a draft model, as the pipeline was built (``phi3_aipc.backends.openvino_assist``).
+    assist = openvino_assist.Assist(None)
 
     def __init__(self, pipeline: Any, artifact: Artifact, device: str, config: dict[str, Any]):
         super().__init__(artifact, device)
@@ -59,11 +62,14 @@ class OpenVINOGenAIBackend(Backend):
     def load(cls, artifact: Artifact, device: str, options: dict[str, Any]) -> OpenVINOGenAIBackend:
         upper = _upper_keys(options)
         reuse = parse_flag("prefix_reuse", upper.pop(PREFIX_REUSE_OPTION, True))
+        assist = openvino_assist.take_assist_options(upper, device)
         plain = _pipeline_config(device, upper)
         config = _with_prefix_reuse(device, plain, reuse)
         started = time.perf_counter()
-        pipeline, config = _make_npu_aware_pipeline(artifact, device, config, plain)
+        extra = openvino_assist.pipeline_options(assist, device, plain)
+        pipeline, config = _make_npu_aware_pipeline(artifact, device, {**config, **extra}, {**plain, **extra})
         backend = cls(pipeline, artifact, device, config)
+        backend.assist = assist
         backend.load_ms = (time.perf_counter() - started) * 1000
         return backend
 
@@ -103,6 +109,7 @@ class OpenVINOGenAIBackend(Backend):
         constraint: Constraint | None = None,
     ) -> BackendOutput:
         config = self._generation_config(params, constraint)
+        openvino_assist.configure(config, self.assist)
 
         failures: list[BaseException] = []
 
@@ -126,7 +133,10 @@ class OpenVINOGenAIBackend(Backend):
             raise
         if failures:
             raise failures[0]
-        return _output(result.perf_metrics)
+        output = _output(result.perf_metrics)
+        output.assisted = openvino_assist.figures(self.assist, result, params.max_new_tokens)
+        output.notes = self.assist.notes
+        return output
 
     def _generation_config(self, params: GenerationParams, constraint: Constraint | None) -> Any:
         config = self._pipe.get_generation_config()

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from phi3_aipc.cli.common import add_model_arguments, parse_options
+from phi3_aipc.cli.common import add_model_arguments, engine_options
 from phi3_aipc.engine import get_engine
 from phi3_aipc.params import GenerationParams
 
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     print(f"Loading {args.model or 'microsoft/Phi-3-mini-4k-instruct'} on {args.device}...", file=sys.stderr)
-    options = parse_options(args.option)
+    options = engine_options(args)
     engine = get_engine(args.model, args.device, args.backend, options)
     messages = [{"role": "system", "content": args.system}] if args.system else []
     messages.append({"role": "user", "content": args.prompt})

@@ -14,7 +14,7 @@ import sys
 from typing import TextIO
 
 from phi3_aipc.chat import ChatTurn, TextDelta
-from phi3_aipc.cli.common import add_model_arguments, parse_options
+from phi3_aipc.cli.common import add_model_arguments, engine_options
 from phi3_aipc.context import TrimReport, describe, prompt_budget
 from phi3_aipc.engine import Engine, get_engine
 from phi3_aipc.errors import PromptTooLongError
@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     print(f"Loading {args.model or 'microsoft/Phi-3-mini-4k-instruct'} on {args.device}...", file=sys.stderr)
-    engine = get_engine(args.model, args.device, args.backend, parse_options(args.option))
+    engine = get_engine(args.model, args.device, args.backend, engine_options(args))
     params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
     session = ChatSession(engine, params, system=args.system)
     print(f"{engine.model_name} on {engine.device} ({engine.backend_name}). {COMMANDS_HELP}", file=sys.stderr)

@@ -26,6 +26,26 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="Backend/device option, e.g. -o MAX_PROMPT_LEN=2048 -o NPUW_DEVICES=CPU. Repeatable.",
     )
+    parser.add_argument(
+        "--prompt-lookup",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Prompt-lookup decoding (OpenVINO): faster answers that copy their context, same greedy text. "
+        "Default: on for the CPU/GPU (1 draft token a step), off on the NPU; --prompt-lookup drafts 5.",
+    )
+    parser.add_argument(
+        "--draft-model",
+        default=None,
+        help="Speculative decoding (OpenVINO) with this draft model: path, repo id, or 'auto' (the catalogue's, "
+        "e.g. FastDraft for phi-3-mini).",
+    )
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The --option pairs plus --prompt-lookup / --draft-model, as get_engine's options."""
+    from phi3_aipc.backends.options import with_speed_options
+
+    return with_speed_options(parse_options(args.option), args.prompt_lookup, args.draft_model)
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:

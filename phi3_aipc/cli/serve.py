@@ -8,7 +8,7 @@ import ipaddress
 import os
 import sys
 
-from phi3_aipc.cli.common import add_model_arguments, parse_options
+from phi3_aipc.cli.common import add_model_arguments, engine_options
 from phi3_aipc.errors import BackendNotInstalledError, InvalidParameterError
 from phi3_aipc.models import DEFAULT_MODEL
 from phi3_aipc.models.catalogue import canonical_model_id, find
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             allow_origins=normalise_origins(args.allow_origin),
         ),
     )
-    load = functools.partial(get_engine, model, args.device, args.backend, parse_options(args.option))
+    load = functools.partial(get_engine, model, args.device, args.backend, engine_options(args))
     app = create_app(load, config)
     print(
         f"phi3-aipc serve: http://{args.host}:{args.port}/v1 (model loads in the background; GET /health)",

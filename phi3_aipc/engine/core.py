@@ -314,8 +314,9 @@ class Engine:
             model=self.model_name,
             device=self.device,
             backend=self.backend_name,
-            notes=notes,
+            notes=(*notes, *output.notes),
             cached_prompt_tokens=output.cached_prompt_tokens,
+            assisted=output.assisted,
         )
 
     def _unstarted(self, job: Job) -> GenerationResult:

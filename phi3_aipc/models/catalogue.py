@@ -14,6 +14,8 @@ from phi3_aipc.errors import ModelNotFoundError
 
 DEFAULT_MODEL = "microsoft/Phi-3-mini-4k-instruct"
 SMOLLM2_ALIAS = "smollm2"
+#: Phi-3-mini's speculative-decoding draft (its catalogue row below).
+PHI3_MINI_DRAFT = "OpenVINO/Phi-3-mini-FastDraft-50M-int8-ov"
 
 #: A pre-converted build: (Hub repo, subfolder or None).
 Build = tuple[str, "str | None"]
@@ -35,6 +37,8 @@ class KnownModel:
     packaged: tuple[str, Callable[[], Path]] | None = None
     #: What to do when no build fits the backend and device (shown in the error).
     hint: str = ""
+    #: The catalogue name of a draft model made for this one (``draft_model='auto'``: speculative decoding).
+    draft: str | None = None
 
 
 def _openvino(npu: str | None, gpu_cpu: str) -> dict[tuple[str, str], Build]:
@@ -86,6 +90,16 @@ MODELS: tuple[KnownModel, ...] = (
         },
         checkpoint="microsoft/Phi-3-mini-4k-instruct",
         hint=_EXPORT_HINT,
+        draft=PHI3_MINI_DRAFT,
+    ),
+    KnownModel(
+        # Intel's FastDraft draft model for Phi-3-mini-4k-instruct (50M parameters, Phi-3's tokenizer), from
+        # OpenVINO's "Speculative Decoding Draft Models" collection: int8 asymmetric for the CPU and GPU (its model
+        # card pairs it with OpenVINO/Phi-3-mini-4k-instruct-int4-ov), int8 symmetric for the NPU.
+        PHI3_MINI_DRAFT,
+        ("phi-3-mini-fastdraft", "phi-3-mini-draft"),
+        _openvino("OpenVINO/Phi-3-mini-FastDraft-50M-int8-sym-ov", PHI3_MINI_DRAFT),
+        hint="It is a draft model: pass it as draft_model= beside model='phi-3-mini' (or draft_model='auto').",
     ),
     KnownModel(
         "microsoft/Phi-3.5-mini-instruct",
@@ -175,6 +189,18 @@ def canonical_model_id(model: str | None) -> str:
         return DEFAULT_MODEL
     known = find(str(model))
     return known.id if known else str(model)
+
+
+def draft_for(model: str | None) -> str:
+    """The catalogue's draft model for ``model`` (``draft_model='auto'``); an error names the models that have one."""
+    known = find(canonical_model_id(model))
+    if known is None or known.draft is None:
+        paired = ", ".join(m.aliases[0] if m.aliases else m.id for m in MODELS if m.draft)
+        raise ModelNotFoundError(
+            f"draft_model='auto' needs a model with a known draft model ({paired}); {model or DEFAULT_MODEL} has "
+            f"none. Pass a draft model that shares its tokenizer (a path or Hub repo id) instead."
+        )
+    return known.draft
 
 
 def find_packaged(path: Path) -> KnownModel | None:

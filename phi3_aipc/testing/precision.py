@@ -9,7 +9,11 @@ refuses a test file that does.
 - ``INFERENCE_PRECISION_HINT`` sets the precision of the model's arithmetic;
 - ``KV_CACHE_PRECISION`` sets the KV cache's element type; without it the paged-attention pipelines (LLMPipeline on
   the CPU, ContinuousBatchingPipeline) keep a low-precision cache even at f32 inference, so a batched answer can
-  still differ from its lone run on a bf16 CPU.
+  still differ from its lone run on a bf16 CPU;
+- ``DYNAMIC_QUANTIZATION_GROUP_SIZE`` 0 turns off the CPU plugin's dynamic quantization of activations for int4/int8
+  weights. With it on, a step of several tokens (prompt lookup's and a draft model's verifying steps) did not compute
+  what one-token steps compute, even at f32: SmolLM2's Q4_1 greedy answers with and without prompt lookup parted
+  after a few tokens, and were identical with it off (2026-12-04, AVX-512 BF16 CPU).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Any
 
 #: OpenVINO GenAI LLM pipelines (openvino, openvino-batching, optimum-intel's ov_config): every knob at f32.
 LLM_F32: Mapping[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
+#: ``LLM_F32``, and the same arithmetic for a step of several tokens as for one (prompt lookup, draft models).
+LLM_F32_STEPS: Mapping[str, Any] = {**LLM_F32, "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
 #: Encoders (TextEmbeddingPipeline, TextRerankPipeline): no KV cache, so the inference precision is the knob.
 ENCODER_F32: Mapping[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
 #: The relative error of one rounding at each precision (half an ulp), for tolerances derived from what ran.
