@@ -78,7 +78,7 @@ class Phi3AIPCFields(BaseModel):
 
     prompt_lookup: bool | None = None
     """Prompt-lookup decoding (OpenVINO GenAI): draft tokens by copying from the prompt, so answers that quote their
-    context (RAG, agents) decode faster, with the same greedy text. None: on for the CPU/GPU, off on the NPU."""
+    context (RAG, agents) decode faster, with the same greedy text. None: off (the default: at bf16 it changed greedy text); never on the NPU."""
 
     draft_model: str | None = None
     """Speculative decoding (OpenVINO GenAI): a small draft model sharing the model's tokenizer (path, repo id, or

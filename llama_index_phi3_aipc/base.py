@@ -134,7 +134,7 @@ class Phi3AIPC(FunctionCallingLLM):
     prompt_lookup: bool | None = Field(
         default=None,
         description="Prompt-lookup decoding (OpenVINO GenAI): drafts copied from the prompt make answers that quote "
-        "their context decode faster, same greedy text. None: on for the CPU/GPU, off on the NPU.",
+        "their context decode faster, same greedy text. None: off (at bf16 it changed greedy text); never on the NPU.",
     )
     draft_model: str | None = Field(
         default=None,

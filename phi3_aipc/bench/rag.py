@@ -4,8 +4,8 @@ A RAG answer quotes its retrieved context, so its tokens can be drafted by copyi
 builds a ~``context_tokens`` context (product sheets in the user message, sized with the engine's own tokenizer)
 and asks for an answer that quotes it; a second prompt asks for an answer that copies nothing (a short story), which is prompt lookup's
 worst case: every step verifies drafts that are never found. Each prompt runs on one engine per variant, loaded
-side by side in this process: ``prompt_lookup=False`` (the baseline), the default (``prompt_lookup`` unset: on
-with 1 draft token a step on the CPU/GPU), ``prompt_lookup=True`` (5 draft tokens a step), and ``draft_model=...``
+side by side in this process: ``prompt_lookup=False`` (the baseline), the default (``prompt_lookup`` unset: off
+unless ``PROMPT_LOOKUP_AUTO_KINDS`` turns its 1-draft setting on), ``prompt_lookup=True`` (5 draft tokens a step), and ``draft_model=...``
 when one is given. Greedy, natural end, at most ``max_new_tokens``.
 
 Figures: TTFT (the backend's, tokenization included) and decode tokens/s (1000 / TPOT, the first token excluded),

@@ -31,7 +31,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="Prompt-lookup decoding (OpenVINO): faster answers that copy their context, same greedy text. "
-        "Default: on for the CPU/GPU (1 draft token a step), off on the NPU; --prompt-lookup drafts 5.",
+        "Default: off (at bf16 it changed greedy text); never on the NPU; --prompt-lookup drafts 5.",
     )
     parser.add_argument(
         "--draft-model",

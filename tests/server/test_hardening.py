@@ -214,7 +214,11 @@ def test_an_assistant_message_from_model_dump_is_accepted(served: Served) -> Non
         ({"max_completion_tokens": 0}, "max_completion_tokens", "max_completion_tokens is 0"),
         ({"temperature": -1}, "temperature", "temperature"),
         (
-            {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x"}}]}]},
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x"}}]}
+                ]
+            },
             "messages.0.content",
             "'input_audio'",
         ),
