@@ -163,7 +163,8 @@ class EmbeddingEngine(_EncoderEngine):
         return cls(artifact, device, pipeline, tokenizer, (time.perf_counter() - started) * 1000)
 
     def embed_documents(self, texts: Sequence[str], batch_size: int | None = None) -> list[list[float]]:
-        """One vector per text, in order, computed ``batch_size`` texts per call (one at a time on the NPU)."""
+        """One vector per text, in order, computed at most ``batch_size`` texts per call (one at a time on the NPU;
+        on the CPU in calls of at most ``CPU_CALL_BYTES`` padded bytes, which are faster)."""
         texts = _check_texts(texts, "texts")
         size = _check_batch_size(batch_size)
         if not texts:
