@@ -16,6 +16,7 @@ from phi3_aipc.embeddings import (
     get_embedding_engine,
     resolve_encoder,
 )
+from phi3_aipc.embeddings import engine as engine_module
 from phi3_aipc.embeddings.catalogue import find_encoder, read_settings
 from phi3_aipc.errors import DeviceNotFoundError, InvalidParameterError, ModelNotFoundError
 
@@ -94,6 +95,52 @@ def test_batch_size_does_not_change_the_vectors(minilm_cpu, parity_sentences) ->
         atol=1e-5,
     )
     assert minilm_cpu.embed_documents([]) == []
+
+
+class _RecordingPipeline:
+    """The real pipeline, with the texts of each embed_documents call written down."""
+
+    def __init__(self, pipe) -> None:  # noqa: ANN001 - a TextEmbeddingPipeline
+        self.pipe = pipe
+        self.calls: list[list[str]] = []
+
+    def embed_documents(self, texts: list[str]):  # noqa: ANN201
+        self.calls.append(list(texts))
+        return self.pipe.embed_documents(texts)
+
+
+def test_a_cpu_batch_is_split_into_small_calls_with_the_same_vectors(
+    minilm_cpu_f32, parity_sentences, monkeypatch
+) -> None:
+    # f32 pinned: whole batches and small calls are two numeric paths.
+    recorder = _RecordingPipeline(minilm_cpu_f32._pipe)
+    monkeypatch.setattr(minilm_cpu_f32, "_pipe", recorder)
+    texts = parity_sentences[:64] + [LONG[:400]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InputTruncatedWarning)
+        split = minilm_cpu_f32.embed_documents(texts, batch_size=32)
+        whole = [list(map(float, v)) for v in recorder.pipe.embed_documents(texts[:32])]
+    assert sorted(t for call in recorder.calls for t in call) == sorted(texts)
+    assert len(recorder.calls) > 3  # 65 texts at batch 32 would be 3 calls
+    for call in recorder.calls:
+        padded = max(len(t.encode()) for t in call) * len(call)
+        assert len(call) == 1 or padded <= engine_module.CPU_CALL_BYTES, call
+    np.testing.assert_allclose(split[:32], whole, atol=1e-5)
+    assert _cosines(split[:32], np.asarray(whole)).min() >= 0.999
+
+
+@pytest.mark.parametrize(
+    ("sizes", "max_texts", "max_bytes", "groups"),
+    [
+        ([100, 90, 60, 60, 50, 10, 10, 10], 32, 256, [(0, 2), (2, 6), (6, 8)]),
+        ([300, 90, 60], 32, 256, [(0, 1), (1, 3)]),  # longer than the budget: alone
+        ([5] * 10, 4, None, [(0, 4), (4, 8), (8, 10)]),  # no budget (GPU): batch_size texts a call
+        ([5] * 10, 4, 256, [(0, 4), (4, 8), (8, 10)]),  # the batch size still caps a call
+        ([], 32, 256, []),
+    ],
+)
+def test_call_groups_respect_the_batch_size_and_the_byte_budget(sizes, max_texts, max_bytes, groups) -> None:
+    assert engine_module.call_groups(sizes, max_texts, max_bytes) == groups
 
 
 def test_every_spelling_of_the_model_shares_one_engine(minilm_cpu, minilm_hf: Path) -> None:
