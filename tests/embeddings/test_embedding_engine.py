@@ -87,11 +87,11 @@ def test_query_instruction_is_put_before_queries_only(minilm_cpu) -> None:
     )
 
 
-def test_batch_size_does_not_change_the_vectors(minilm_cpu, parity_sentences) -> None:
+def test_batch_size_does_not_change_the_vectors(minilm_cpu_f32, parity_sentences) -> None:
     texts = parity_sentences[:9]
     np.testing.assert_allclose(
-        minilm_cpu.embed_documents(texts, batch_size=1),
-        minilm_cpu.embed_documents(texts, batch_size=4),
+        minilm_cpu_f32.embed_documents(texts, batch_size=1),
+        minilm_cpu_f32.embed_documents(texts, batch_size=4),
         atol=1e-5,
     )
     assert minilm_cpu.embed_documents([]) == []
