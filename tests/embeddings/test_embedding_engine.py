@@ -94,7 +94,7 @@ def test_batch_size_does_not_change_the_vectors(minilm_cpu_f32, parity_sentences
         minilm_cpu_f32.embed_documents(texts, batch_size=4),
         atol=1e-5,
     )
-    assert minilm_cpu.embed_documents([]) == []
+    assert minilm_cpu_f32.embed_documents([]) == []
 
 
 class _RecordingPipeline:
