@@ -13,7 +13,7 @@ from phi3_aipc.backends.base import Backend, Message
 from phi3_aipc.engine.jobs import Job, Run, TextSink, Turnstile
 from phi3_aipc.engine.streams import AsyncGenerationStream, GenerationStream, JobFactory, settle
 from phi3_aipc.errors import InvalidParameterError, PromptTooLongError, UnsupportedFeatureError
-from phi3_aipc.messages import check_messages, neutralise_messages
+from phi3_aipc.messages import check_messages, control_spellings, neutralise_messages, neutralise_value
 from phi3_aipc.params import (
     BackendOutput,
     Constraint,
@@ -94,7 +94,9 @@ class Engine:
     def format_chat(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None) -> str:
         """The prompt the model sees for ``messages``: the message rules (``phi3_aipc.messages``: roles, text
         content, control-token text neutralised) applied, then the model's own chat template."""
-        return self.render(neutralise_messages(check_messages(messages), self.special_tokens), tools)
+        tokens = control_spellings(self.special_tokens)
+        shown = neutralise_value(tools, tokens) if tools and tokens else tools
+        return self.render(neutralise_messages(check_messages(messages), tokens), shown)
 
     def render(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None) -> str:
         """The chat template over messages taken as they are: for callers that already applied the message rules
