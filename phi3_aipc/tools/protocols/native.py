@@ -115,6 +115,9 @@ class HermesProtocol(TemplateToolsProtocol):
             at_least_one=choice != "auto",
             stop_after_first=not parallel,
             separator="\n",
+            # Text after calls is dropped by the parser: a model that closes a code fence or writes a bare
+            # third call instead of its opener (Qwen2.5-Coder does) is held to calls, so a call it means is kept.
+            end_after_tags=True,
         )
 
 
