@@ -174,14 +174,12 @@ class Answer:
 
 
 class Phi3AIPCRunner:
-    """phi3-aipc through its LangChain door, greedy (``check_calls=False``: without the call check)."""
+    """phi3-aipc through its LangChain door, greedy."""
 
-    def __init__(self, model: str, max_tokens: int, check_calls: bool = True) -> None:
+    def __init__(self, model: str, max_tokens: int) -> None:
         from langchain_phi3_aipc import ChatPhi3AIPC
 
-        self.llm = ChatPhi3AIPC(
-            model=model, device="cpu", max_tokens=max_tokens, temperature=0, check_tool_calls=check_calls
-        )
+        self.llm = ChatPhi3AIPC(model=model, device="cpu", max_tokens=max_tokens, temperature=0)
 
     def answer(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], mode: str) -> Answer:
         choice = "any" if mode == "forced" else "auto"
@@ -258,7 +256,7 @@ class Cell:
     model: str
     category: str
     mode: str
-    runner: str  # "phi3-aipc", "phi3-aipc-nocheck" (check_tool_calls=False) or "reference"
+    runner: str  # "phi3-aipc" or "reference"
     n: int = 0
     correct: int = 0
     no_call: int = 0
@@ -329,8 +327,6 @@ def run_model(
     """The model's cells, and whether its template renders tools (False where no reference was loaded)."""
     print(f"== {name}: {model}", file=sys.stderr, flush=True)
     ours = Phi3AIPCRunner(model, args.max_tokens)
-    # The same engine (the engine cache shares it) without the call check: what the check buys and costs.
-    unchecked = None if args.no_check_compare else Phi3AIPCRunner(model, args.max_tokens, check_calls=False)
     reference = None if args.no_reference else TemplateReference(model, args.max_tokens)
     cells: list[Cell] = args.all_cells  # shared with main, so --out holds every model's cells so far
     first = len(cells)
@@ -341,50 +337,37 @@ def run_model(
             print(f"-- {name} {category} {mode} phi3-aipc", file=sys.stderr, flush=True)
             cells.append(run_cell(ours, Cell(name, category, mode, "phi3-aipc"), data[category]))
             progress(cells, args)
-            if unchecked is not None and mode == "auto":
-                print(
-                    f"-- {name} {category} {mode} phi3-aipc without the call check",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                cells.append(
-                    run_cell(unchecked, Cell(name, category, mode, "phi3-aipc-nocheck"), data[category])
-                )
-                progress(cells, args)
             if reference is not None and reference.renders_tools and mode == "auto":
                 print(f"-- {name} {category} {mode} reference", file=sys.stderr, flush=True)
                 cells.append(run_cell(reference, Cell(name, category, mode, "reference"), data[category]))
                 progress(cells, args)
     renders_tools = reference is not None and reference.renders_tools
-    del ours, unchecked, reference  # free one model before loading the next
+    del ours, reference  # free one model before loading the next
     return cells[first:], renders_tools
 
 
 # ---------------------------------------------------------------- report
 def table(cells: list[Cell], args: argparse.Namespace, no_template_tools: set[str]) -> str:
     lines = [
-        "| model | category | mode | n | phi3-aipc correct | no call | invalid | s/entry | without the call check"
-        " | s/entry | own template (reference) | ref no call | ref invalid |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | category | mode | n | phi3-aipc correct | no call | invalid | s/entry | own template (reference)"
+        " | ref no call | ref invalid | ref s/entry |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     refs = {(c.model, c.category, c.mode): c for c in cells if c.runner == "reference"}
-    unchecked = {(c.model, c.category, c.mode): c for c in cells if c.runner == "phi3-aipc-nocheck"}
     for c in (c for c in cells if c.runner == "phi3-aipc"):
         ref = refs.get((c.model, c.category, c.mode))
-        off = unchecked.get((c.model, c.category, c.mode))
-        off_cols = f"{off.correct}/{off.n} = {off.percent:.1f}% | {off.per_entry:.1f}" if off else "— | "
         if ref is not None:
-            ref_cols = f"{ref.correct}/{ref.n} = **{ref.percent:.1f}%** | {ref.no_call} | {ref.invalid}"
+            ref_cols = f"{ref.correct}/{ref.n} = **{ref.percent:.1f}%** | {ref.no_call} | {ref.invalid} | {ref.per_entry:.1f}"
         elif args.no_reference:
-            ref_cols = "not run | | "
+            ref_cols = "not run | | | "
         elif c.model in no_template_tools:
-            ref_cols = "n/a (template has no tools) | | "
+            ref_cols = "n/a (template has no tools) | | | "
         else:
-            ref_cols = "— (a template cannot force a call) | | "
+            ref_cols = "— (a template cannot force a call) | | | "
         label = MODEL_LABELS.get(c.model, c.model)
         lines.append(
             f"| {label} | {c.category} | {c.mode} | {c.n} | {c.correct}/{c.n} = **{c.percent:.1f}%** | {c.no_call} "
-            f"| {c.invalid} | {c.per_entry:.1f} | {off_cols} | {ref_cols} |"
+            f"| {c.invalid} | {c.per_entry:.1f} | {ref_cols} |"
         )
     return "\n".join(lines)
 
@@ -423,10 +406,8 @@ def section(text_table: str, env: dict[str, str], args: argparse.Namespace, mode
         f"{args.max_tokens}; first entries per category: {limits}. phi3-aipc = `ChatPhi3AIPC(...).bind_tools(tools, "
         f"tool_choice='auto' | 'any', parallel_tool_calls=True)`; reference = the same artifact through OpenVINO "
         f'GenAI with the model\'s own chat template and `<tool_call>` blocks. "no call": answers with no call at '
-        f'all; "invalid": answers holding a call that did not validate. Irrelevance: right = no call. '
-        f'"without the call check": the same auto entries on the same engine with `check_tool_calls=False` (the '
-        f"call check of docs/tool-calls.md off); s/entry: wall seconds per entry on this shared machine (read "
-        f"them side by side, not as speeds).\n\n"
+        f'all; "invalid": answers holding a call that did not validate. Irrelevance: right = no call. s/entry: '
+        f"wall seconds per entry on this shared machine (side by side only, not speeds).\n\n"
         f"Run {env['date']} on {env['cpu']}{'; ' + args.machine_note if args.machine_note else ''}. Versions: "
         f"phi3-aipc {env['phi3-aipc']} (code from {env['phi3_aipc_from']}), openvino {env['openvino']}, "
         f"openvino-genai {env['openvino-genai']}, langchain-core {env['langchain-core']}, bfcl-eval "
@@ -462,12 +443,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--max-tokens", type=int, default=160)
     p.add_argument("--no-reference", action="store_true", help="skip the own-template reference")
-    p.add_argument(
-        "--no-check-compare",
-        action="store_true",
-        help="skip the auto cells run again with check_tool_calls=False",
-    )
-    p.add_argument("--out", type=Path, default=None, help="write every answer and figure as JSON here")
     p.add_argument(
         "--results-md", type=Path, default=None, help=f'replace/append "{SECTION_TITLE}" in this file'
     )

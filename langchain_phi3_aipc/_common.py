@@ -60,11 +60,6 @@ class Phi3AIPCFields(BaseModel):
     constrained_decoding: bool = True
     """Constrain decoding for tool calls and structured output where the backend can (OpenVINO GenAI does)."""
 
-    check_tool_calls: bool = True
-    """With tool_choice 'auto', check each tool the model calls right after a user message with one constrained
-    Yes/No question (does this call do what the user asks?); a No answers in text instead. False skips the check
-    (one short extra generation per tool called). See docs/tool-calls.md."""
-
     timeout: float | None = Field(default=None, gt=0)
     """Wall-clock limit on one generation, in seconds: generation stops there, finish_reason 'timeout'. Loading
     (minutes for a first NPU compile) is not counted."""

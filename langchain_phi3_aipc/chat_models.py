@@ -206,7 +206,6 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
             params=self._params(stop, overrides),
             parallel_tool_calls=extra.get("parallel_tool_calls") is not False,
             constrained=self.constrained_decoding,
-            check_calls=self.check_tool_calls,
             context_overflow=self.context_overflow,
         )
 

@@ -120,11 +120,6 @@ class Phi3AIPC(FunctionCallingLLM):
         default=True,
         description="Constrain tool calls and structured output to their JSON schemas where the backend can.",
     )
-    check_tool_calls: bool = Field(
-        default=True,
-        description="With tool_choice 'auto', check each tool called right after a user message with one "
-        "constrained Yes/No question; a No answers in text instead. False skips it (see docs/tool-calls.md).",
-    )
     context_window: int | None = Field(
         default=None,
         description="Override the context window the engine reports (tokens, prompt plus output).",
@@ -372,7 +367,6 @@ class Phi3AIPC(FunctionCallingLLM):
             params=self._params(kwargs),
             parallel_tool_calls=tool_kwargs.get("allow_parallel_tool_calls", True) is not False,
             constrained=self.constrained_decoding,
-            check_calls=self.check_tool_calls,
             context_overflow=self.context_overflow,
         )
 

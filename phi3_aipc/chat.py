@@ -114,11 +114,6 @@ class ChatTurn:
     constrained: bool = True
     #: A conversation that does not fit the window: "error" refuses it, "trim" drops and shortens to fit.
     context_overflow: ContextOverflow = "error"
-    #: With 'auto', calls made straight after a user message are checked before they are returned: the model
-    #: answers one constrained Yes/No per tool it called (does this call do what the user asks?), and a "No"
-    #: makes the turn answer in text instead (see ``_unfit_call``). Costs a short extra generation per tool
-    #: called (a prompt of the request and the tool, one token out), and the answer when a call is refused.
-    check_calls: bool = True
 
     # Checked once, at construction: every plan reuses them.
     _checked: list[dict[str, Any]] = field(init=False, repr=False, compare=False)
@@ -215,17 +210,12 @@ class ChatTurn:
     # -- running -------------------------------------------------------------------------------------------------
     def run(self, engine: Any) -> TurnResult:
         result = self._run_once(engine)
-        again = self._answer_instead(result) or self._unfit_call(engine, result)
+        again = self._answer_instead(result)
         return again._run_once(engine) if again is not None else result
 
     async def arun(self, engine: Any) -> TurnResult:
         result = await self._arun_once(engine)
         again = self._answer_instead(result)
-        if again is None and self._checks(result, engine):
-            # The check is one short generation: run it off the event loop.
-            import asyncio
-
-            again = await asyncio.to_thread(self._unfit_call, engine, result)
         return await again._arun_once(engine) if again is not None else result
 
     def stream(self, engine: Any) -> Iterator[TurnEvent]:
@@ -234,7 +224,7 @@ class ChatTurn:
         Right after tool results, events are held to the end of the answer: a repeated call is replaced by an answer
         (see ``_answer_instead``) before anything reaches the caller."""
         if not self._just_answered():
-            yield from self._stream_checked(engine)
+            yield from self._stream_once(engine)
             return
         events = list(self._stream_once(engine))
         again = (
@@ -242,22 +232,9 @@ class ChatTurn:
         )
         yield from again._stream_once(engine) if again is not None else events
 
-    def _stream_checked(self, engine: Any) -> Iterator[TurnEvent]:
-        """Text streams as it comes; from the first call on, events are held until the calls are checked."""
-        held: list[TurnEvent] = []
-        may_check = self._may_check(engine)
-        for event in self._stream_once(engine):
-            if held or (may_check and isinstance(event, (ToolCall, InvalidToolCall))):
-                held.append(event)
-            else:
-                yield event
-        done = held[-1] if held and isinstance(held[-1], TurnDone) else None
-        again = self._unfit_call(engine, done.result) if done is not None else None
-        yield from again._stream_once(engine) if again is not None else held
-
     async def astream(self, engine: Any) -> AsyncIterator[TurnEvent]:
         if not self._just_answered():
-            async for event in self._astream_checked(engine):
+            async for event in self._astream_once(engine):
                 yield event
             return
         events = [event async for event in self._astream_once(engine)]
@@ -270,63 +247,6 @@ class ChatTurn:
             return
         for event in events:
             yield event
-
-    async def _astream_checked(self, engine: Any) -> AsyncIterator[TurnEvent]:
-        held: list[TurnEvent] = []
-        may_check = self._may_check(engine)
-        async for event in self._astream_once(engine):
-            if held or (may_check and isinstance(event, (ToolCall, InvalidToolCall))):
-                held.append(event)
-            else:
-                yield event
-        done = held[-1] if held and isinstance(held[-1], TurnDone) else None
-        again = None
-        if done is not None and self._checks(done.result, engine):
-            import asyncio
-
-            again = await asyncio.to_thread(self._unfit_call, engine, done.result)
-        if again is not None:
-            async for event in again._astream_once(engine):
-                yield event
-            return
-        for event in held:
-            yield event
-
-    # -- a call that does not fit the request is answered instead -------------------------------------------
-    def _checks(self, result: TurnResult, engine: Any) -> bool:
-        """Whether ``result``'s calls are checked: 'auto', constrained decoding with a regex, valid calls made
-        straight after a user message (after tool results the model is already working through a task)."""
-        return bool(self._may_check(engine) and result.tool_calls and not result.invalid_tool_calls)
-
-    def _may_check(self, engine: Any) -> bool:
-        return (
-            self.check_calls
-            and self.constrained
-            and self._choice == "auto"
-            and not self._answering
-            and self._checked[-1].get("role") == "user"
-            and "regex" in engine.constraint_kinds
-        )
-
-    def _unfit_call(self, engine: Any, result: TurnResult) -> ChatTurn | None:
-        """Small models call a tool for requests it cannot serve (Qwen2.5-Coder-0.5B calls ``draw_circle`` for a
-        rectangle's area). The call is already made, so the model is asked, for each tool it called, one
-        question it answers far better than "call or not": does this call do what the user asks? Decoding is
-        constrained to Yes or No, greedy. On a No the turn is generated once more without tools."""
-        if not self._checks(result, engine):
-            return None
-        request = self._checked[-1]["content"]
-        tokens = control_spellings(engine.special_tokens)
-        by_name = {t.name: t for t in self._specs}
-        for call in {c.name: c for c in result.tool_calls}.values():
-            question = _fit_question(request, by_name[call.name], call)
-            prompt = engine.render(neutralise_messages([{"role": "user", "content": question}], tokens))
-            verdict = engine.generate(prompt, _VERDICT_PARAMS, constraint=Constraint("regex", "Yes|No"))
-            if verdict.text.strip() == "No":
-                again = replace(self, tool_choice="none")
-                object.__setattr__(again, "_answering", True)
-                return again
-        return None
 
     # -- a repeated call is answered instead -------------------------------------------------------------------
     def _just_answered(self) -> list[tuple[str, str]]:
@@ -528,19 +448,6 @@ class TurnPlan:
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------------
-_VERDICT_PARAMS = GenerationParams(max_new_tokens=2, temperature=0)
-
-
-def _fit_question(request: str, tool: ToolSpec, call: ToolCall) -> str:
-    """The check's one question: the user's request, what the tool does, and the call as the model made it."""
-    arguments = json.dumps(call.arguments, ensure_ascii=False)
-    return (
-        f"A user asks: {request}\n\nThe tool {tool.name} does this: {tool.description}\n"
-        f"The assistant wants to call it as {arguments}.\n\nDoes this call do what the user asks? "
-        "Answer Yes or No."
-    )
-
-
 def _neutral_spec(tool: ToolSpec, tokens: Sequence[str]) -> ToolSpec:
     """``tool`` as the prompt shows it: control-token text in its description and schema broken (names cannot
     hold any: ToolSpec refuses them)."""
