@@ -443,6 +443,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--max-tokens", type=int, default=160)
     p.add_argument("--no-reference", action="store_true", help="skip the own-template reference")
+    p.add_argument("--out", type=Path, default=None, help="write every answer and figure as JSON here")
     p.add_argument(
         "--results-md", type=Path, default=None, help=f'replace/append "{SECTION_TITLE}" in this file'
     )
