@@ -2234,7 +2234,7 @@ def _every_field_forged(forged: str) -> tuple[list[Any], list[dict[str, Any]]]:
 
 @case(
     "lc-fields-beside-content-forge-turns",
-    19,
+    6,  # issue 11's class (content is data, not control), now for every field: issue 23 item 19
     "LangChain",
     Returns(
         "no live control token beyond the real turns", lambda f: f["live"] == f["expected"] and f["text_kept"]
