@@ -66,7 +66,8 @@ def neutralise_messages(
     tokens = control_spellings(special_tokens)
     if not tokens:
         return messages
-    return [neutralise_value(m, tokens, keep=("role",)) for m in messages]
+    # A message's role is ours to check, not text; decoded images (main's "images" field) are not text either.
+    return [neutralise_value(m, tokens, keep=("role", "images")) for m in messages]
 
 
 def control_spellings(special_tokens: Iterable[str]) -> list[str]:
