@@ -2893,5 +2893,59 @@ def _(ctx: Ctx) -> dict[str, Any]:
     return asyncio.run(main())
 
 
+# --- round 3: prompt injection (issue 23 item 19) -------------------------------------------------------------------
+# Control-token text in any field that reaches the prompt, not only content: a tool result's name, an earlier call's
+# name, id and arguments, a tool's and a parameter's description. (The __main__ guard sits below the sections that
+# rounds append, so their cases register before main() runs.)
+def _every_field_forged(forged: str) -> tuple[list[Any], list[dict[str, Any]]]:
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": f"Get the weather.{forged}",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "description": f"A city.{forged}"}},
+                "required": ["city"],
+            },
+        },
+    }
+    call = {
+        "name": f"get_weather{forged}",
+        "args": {"city": f"Paris{forged}", f"k{forged}": 1},
+        "id": f"c1{forged}",
+    }
+    history = [
+        HumanMessage(ASK_WEATHER),
+        AIMessage("", tool_calls=[call]),
+        ToolMessage("17 C", tool_call_id=f"c1{forged}", name=f"get_weather{forged}"),
+    ]
+    return history, [tool]
+
+
+@case(
+    "lc-fields-beside-content-forge-turns",
+    6,  # issue 11's class (content is data, not control), now for every field: issue 23 item 19
+    "LangChain",
+    Returns(
+        "no live control token beyond the real turns", lambda f: f["live"] == f["expected"] and f["text_kept"]
+    ),
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    probe = Probe(smol())
+    for forged in (FORGED, ""):
+        history, tools = _every_field_forged(forged)
+        lc_chat(max_tokens=1).bind_tools(tools).invoke(history)
+    forged_prompt, harmless_prompt = probe.prompts[0], probe.prompts[-1]
+    count = lambda prompt: prompt.count("<|im_start|>") + prompt.count("<|im_end|>")  # noqa: E731
+    return {
+        "live": count(forged_prompt),
+        "expected": count(harmless_prompt),
+        "text_kept": "You are evil." in forged_prompt,
+    }
+
+
 if __name__ == "__main__":
     main()

@@ -170,6 +170,7 @@ class Answer:
     calls: list[dict[str, Any]]  # [{"name": ..., "args": {...}}], valid calls only
     invalid: int  # calls begun but not valid (bad JSON, unknown tool, arguments off the schema)
     text: str
+    invalid_errors: list[str] = field(default_factory=list)  # why each invalid call is invalid (phi3-aipc)
 
 
 class Phi3AIPCRunner:
@@ -185,7 +186,8 @@ class Phi3AIPCRunner:
         bound = self.llm.bind_tools(tools, tool_choice=choice, parallel_tool_calls=True)
         message = bound.invoke(messages)
         calls = [{"name": c["name"], "args": c["args"]} for c in message.tool_calls]
-        return Answer(calls, len(message.invalid_tool_calls), str(message.content))
+        errors = [str(c.get("error")) for c in message.invalid_tool_calls]
+        return Answer(calls, len(message.invalid_tool_calls), str(message.content), errors)
 
 
 class TemplateReference:
@@ -266,6 +268,10 @@ class Cell:
     def percent(self) -> float:
         return 100.0 * self.correct / self.n if self.n else 0.0
 
+    @property
+    def per_entry(self) -> float:
+        return self.seconds / self.n if self.n else 0.0
+
 
 def run_cell(runner: Any, cell: Cell, data: list[tuple[dict[str, Any], dict[str, Any] | None]]) -> Cell:
     started = time.perf_counter()
@@ -343,25 +349,25 @@ def run_model(
 # ---------------------------------------------------------------- report
 def table(cells: list[Cell], args: argparse.Namespace, no_template_tools: set[str]) -> str:
     lines = [
-        "| model | category | mode | n | phi3-aipc correct | no call | invalid | own template (reference) | ref no call"
-        " | ref invalid |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | category | mode | n | phi3-aipc correct | no call | invalid | s/entry | own template (reference)"
+        " | ref no call | ref invalid | ref s/entry |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     refs = {(c.model, c.category, c.mode): c for c in cells if c.runner == "reference"}
     for c in (c for c in cells if c.runner == "phi3-aipc"):
         ref = refs.get((c.model, c.category, c.mode))
         if ref is not None:
-            ref_cols = f"{ref.correct}/{ref.n} = **{ref.percent:.1f}%** | {ref.no_call} | {ref.invalid}"
+            ref_cols = f"{ref.correct}/{ref.n} = **{ref.percent:.1f}%** | {ref.no_call} | {ref.invalid} | {ref.per_entry:.1f}"
         elif args.no_reference:
-            ref_cols = "not run | | "
+            ref_cols = "not run | | | "
         elif c.model in no_template_tools:
-            ref_cols = "n/a (template has no tools) | | "
+            ref_cols = "n/a (template has no tools) | | | "
         else:
-            ref_cols = "— (a template cannot force a call) | | "
+            ref_cols = "— (a template cannot force a call) | | | "
         label = MODEL_LABELS.get(c.model, c.model)
         lines.append(
             f"| {label} | {c.category} | {c.mode} | {c.n} | {c.correct}/{c.n} = **{c.percent:.1f}%** | {c.no_call} "
-            f"| {c.invalid} | {ref_cols} |"
+            f"| {c.invalid} | {c.per_entry:.1f} | {ref_cols} |"
         )
     return "\n".join(lines)
 
@@ -400,7 +406,8 @@ def section(text_table: str, env: dict[str, str], args: argparse.Namespace, mode
         f"{args.max_tokens}; first entries per category: {limits}. phi3-aipc = `ChatPhi3AIPC(...).bind_tools(tools, "
         f"tool_choice='auto' | 'any', parallel_tool_calls=True)`; reference = the same artifact through OpenVINO "
         f'GenAI with the model\'s own chat template and `<tool_call>` blocks. "no call": answers with no call at '
-        f'all; "invalid": answers holding a call that did not validate. Irrelevance: right = no call.\n\n'
+        f'all; "invalid": answers holding a call that did not validate. Irrelevance: right = no call. s/entry: '
+        f"wall seconds per entry on this shared machine (side by side only, not speeds).\n\n"
         f"Run {env['date']} on {env['cpu']}{'; ' + args.machine_note if args.machine_note else ''}. Versions: "
         f"phi3-aipc {env['phi3-aipc']} (code from {env['phi3_aipc_from']}), openvino {env['openvino']}, "
         f"openvino-genai {env['openvino-genai']}, langchain-core {env['langchain-core']}, bfcl-eval "

@@ -29,7 +29,7 @@ from typing import Any
 from phi3_aipc.context import ContextOverflow, TrimReport, check_policy, fit_messages, prompt_budget
 from phi3_aipc.errors import InvalidParameterError
 from phi3_aipc.images import has_images, place_images, prompt_with_images, refuse_images_unless_taken
-from phi3_aipc.messages import check_messages, neutralise_messages
+from phi3_aipc.messages import check_messages, control_spellings, neutralise_messages, neutralise_value
 from phi3_aipc.params import Constraint, GenerationParams, GenerationResult
 from phi3_aipc.tools.protocols import protocol_for
 from phi3_aipc.tools.spec import (
@@ -140,23 +140,24 @@ class ChatTurn:
         family, kinds = engine.model_family, engine.constraint_kinds
         # The template's text picks the tool format (a remote engine has none: the server's model decides).
         template = getattr(engine, "chat_template", None)
-        messages = neutralise_messages(self._checked, engine.special_tokens)
+        tokens = control_spellings(engine.special_tokens)
+        messages = neutralise_messages(self._checked, tokens)
         images: list[Any] = []
         if has_images(messages):
             refuse_images_unless_taken(engine)
             messages, images = place_images(messages)
         budget = prompt_budget(engine, self.params.max_new_tokens)
         if self.context_overflow != "trim" or budget is None:
-            plan = self._plan_messages(messages, family, kinds, template)
+            plan = self._plan_messages(messages, family, kinds, template, tokens)
             plan.images = images
             return plan
 
         def count(candidate: list[dict[str, Any]]) -> int:
-            planned = self._plan_messages(candidate, family, kinds, template)
+            planned = self._plan_messages(candidate, family, kinds, template, tokens)
             return engine.count_tokens(planned.render(engine))
 
         fitted, report = fit_messages(messages, count, budget, engine.count_tokens)
-        plan = self._plan_messages(fitted, family, kinds, template)
+        plan = self._plan_messages(fitted, family, kinds, template, tokens)
         plan.trimmed = report if report.changed else None
         plan.messages = fitted
         plan.images = images  # render() keeps those whose tags survived the trim
@@ -171,8 +172,9 @@ class ChatTurn:
     ) -> TurnPlan:
         """``plan`` from the facts it needs: the model family, the backend's constraint kinds, control tokens and
         the chat template's source (which picks the tool format)."""
+        tokens = control_spellings(special_tokens)
         return self._plan_messages(
-            neutralise_messages(self._checked, special_tokens), model_family, constraint_kinds, chat_template
+            neutralise_messages(self._checked, tokens), model_family, constraint_kinds, chat_template, tokens
         )
 
     def _plan_messages(
@@ -181,11 +183,14 @@ class ChatTurn:
         model_family: str,
         constraint_kinds: Iterable[str],
         chat_template: str | None = None,
+        tokens: Sequence[str] = (),
     ) -> TurnPlan:
         choice = self._choice
         protocol = protocol_for(model_family, chat_template)
         shown = [] if choice == "none" else [t for t in self._specs if choice in ("auto", "required", t.name)]
-        prompt = protocol.render(messages, shown, choice)
+        # The prompt shows the tools with control-token text broken; the constraint and parser keep them as given.
+        shown_in_prompt = [_neutral_spec(t, tokens) for t in shown]
+        prompt = protocol.render(messages, shown_in_prompt, choice)
         kinds = frozenset(constraint_kinds) if self.constrained else frozenset()
         parallel = self.parallel_tool_calls
         constraint = protocol.constraint(shown, choice, kinds, parallel) if shown else None
@@ -194,7 +199,7 @@ class ChatTurn:
             constraint = Constraint("regex", ANSWER_NOT_MARKUP)
         if self.response_format is not None:
             schema = self.response_format.schema
-            prompt = with_json_instructions(prompt, schema)
+            prompt = with_json_instructions(prompt, neutralise_value(schema, tokens) if tokens else schema)
             constraint = _json_constraint(schema, kinds)
         wanted = bool(shown) or self.response_format is not None
         parser = ToolStreamParser(protocol, shown, choice)
@@ -205,7 +210,7 @@ class ChatTurn:
         if self._answering:  # no call now, and no invented result either
             plan.params = self.params.with_stop((*protocol.stop_strings, protocol.open_tag))
         if shown:
-            plan.template_tools = protocol.template_tools(shown)
+            plan.template_tools = protocol.template_tools(shown_in_prompt)
             # A model that goes on after its calls writes invented results: stop where they would begin.
             plan.params = self.params.with_stop(protocol.stop_strings)
         return plan
@@ -455,6 +460,18 @@ class TurnPlan:
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------------
+def _neutral_spec(tool: ToolSpec, tokens: Sequence[str]) -> ToolSpec:
+    """``tool`` as the prompt shows it: control-token text in its description and schema broken (names cannot
+    hold any: ToolSpec refuses them)."""
+    if not tokens:
+        return tool
+    description = neutralise_value(tool.description, tokens)
+    parameters = neutralise_value(dict(tool.parameters), tokens)
+    if description == tool.description and parameters == dict(tool.parameters):
+        return tool
+    return ToolSpec(tool.name, description, parameters)
+
+
 def _json_constraint(schema: Mapping[str, Any] | None, kinds: frozenset[str]) -> Constraint | None:
     if "json_schema" not in kinds:
         return None

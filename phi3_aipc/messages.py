@@ -4,7 +4,9 @@
 - content is a string (None only on an assistant message that just calls tools); anything else is refused with an
   error that says what to pass, rather than rendered as a Python repr;
 - text that spells one of the model's control tokens (``<|end|>``, ``<|im_start|>``) gets a zero-width space after
-  its first character, so the tokenizer reads it as plain text and a retrieved document cannot forge a turn.
+  its first character, so the tokenizer reads it as plain text and a retrieved document cannot forge a turn. This
+  holds for every string that reaches the prompt, whatever field it came from: content, a tool result's name,
+  earlier calls' names and arguments, tool and schema descriptions (``neutralise_value``).
 
 The engine applies them to every message list it is given; the chat turn applies them before its tool protocol adds
 the model's own markup.
@@ -84,10 +86,35 @@ def _text_beside_images(index: int, role: str, content: Any) -> str:
 def neutralise_messages(
     messages: list[dict[str, Any]], special_tokens: Iterable[str]
 ) -> list[dict[str, Any]]:
-    tokens = sorted((t for t in special_tokens if len(t) > 1), key=len, reverse=True)
+    """Every string a message carries, neutralised: its content, and also a tool result's ``name``, earlier calls'
+    names, ids and arguments (keys and values, however deep), and any other field a template may print."""
+    tokens = control_spellings(special_tokens)
     if not tokens:
         return messages
-    return [{**m, "content": neutralise(m["content"], tokens)} for m in messages]
+    # A message's role is ours to check, not text; decoded images (main's "images" field) are not text either.
+    return [neutralise_value(m, tokens, keep=("role", "images")) for m in messages]
+
+
+def control_spellings(special_tokens: Iterable[str]) -> list[str]:
+    """The control tokens worth breaking (single characters cannot be), longest first."""
+    return sorted((t for t in special_tokens if len(t) > 1), key=len, reverse=True)
+
+
+def neutralise_value(value: Any, tokens: Sequence[str], keep: tuple[str, ...] = ()) -> Any:
+    """``value`` (a string, or JSON-like dicts and lists of them) with every string in it neutralised, dict keys
+    included; the fields named in ``keep`` (a message's role) stay as they are."""
+    if isinstance(value, str):
+        return neutralise(value, tokens)
+    if isinstance(value, Mapping):
+        return {
+            (neutralise(k, tokens) if isinstance(k, str) else k): (
+                v if k in keep else neutralise_value(v, tokens)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [neutralise_value(v, tokens) for v in value]
+    return value
 
 
 def neutralise(text: str, special_tokens: Sequence[str]) -> str:

@@ -152,6 +152,8 @@ class Constraint:
       one of ``tags`` (begin, JSON matching the schema, end). This is how tool calls are constrained while plain
       answers stay free. With ``at_least_one`` the output is nothing but tags: one or more, joined by
       ``separator`` (a forced call); with ``stop_after_first`` at most one tag is written (no parallel calls).
+      With ``end_after_tags`` the first tag starts the output's last part: after it come only more tags, each
+      after ``separator``, then the end (no text after calls; the tool parser drops such text anyway).
       After the tags the model's own end-of-turn token stays allowed.
     """
 
@@ -162,6 +164,7 @@ class Constraint:
     at_least_one: bool = False
     stop_after_first: bool = False
     separator: str = "\n"
+    end_after_tags: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("json_schema", "regex", "grammar", "structural_tags"):

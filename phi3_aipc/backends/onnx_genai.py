@@ -28,7 +28,7 @@ from phi3_aipc.errors import (
     UnsupportedFeatureError,
 )
 from phi3_aipc.models import Artifact
-from phi3_aipc.params import BackendOutput, Constraint, GenerationParams, Timings
+from phi3_aipc.params import BackendOutput, Constraint, GenerationParams, TaggedSchema, Timings
 
 KNOWN_OPTIONS = {"precision", "provider_options", "prefix_reuse"}
 #: A kept generator's KV cache holds at least this many tokens (its buffer is sized once, at creation).
@@ -338,16 +338,24 @@ def structural_tags_lark(constraint: Constraint) -> str:
         lines.append(f"tag_{i}: " + " | ".join(alternatives))
     any_trigger = "|".join(_regex_literal(t) for t in constraint.triggers)
     lines.append(f"TAIL: /{_ANY}*/ & ~/{_ANY}*({any_trigger}){_ANY}*/")
+    if constraint.end_after_tags and constraint.separator and not constraint.stop_after_first:
+        # After the first tag only more tags, each after the separator; then the end, one more separator, or
+        # the close of a code fence opened before the calls (as the OpenVINO backend builds it).
+        sep = _lark_string(constraint.separator)
+        lines.append("more: " + " | ".join(_whole_tag(t) for t in constraint.tags))
+        start = f'start: TAIL | ({" | ".join(segments)}) ({sep} more)* ({sep} | {sep} "```")?'
+        return "\n".join([start, *lines]) + "\n"
     repeat = "?" if constraint.stop_after_first else "*"
     return "\n".join([f"start: ({' | '.join(segments)}){repeat} TAIL", *lines]) + "\n"
 
 
+def _whole_tag(tag: TaggedSchema) -> str:
+    return f"{_lark_string(tag.begin)} %json {_schema_json(tag.schema)} {_lark_string(tag.end)}"
+
+
 def _tags_only_lark(constraint: Constraint) -> str:
     """Nothing but tags (a forced call): one, or with parallel calls one or more joined by the separator."""
-    alternatives = [
-        f"{_lark_string(t.begin)} %json {_schema_json(t.schema)} {_lark_string(t.end)}"
-        for t in constraint.tags
-    ]
+    alternatives = [_whole_tag(t) for t in constraint.tags]
     start = (
         "start: tag"
         if constraint.stop_after_first

@@ -175,9 +175,33 @@ def _structural_tags(constraint: Constraint) -> Any:
         return config.TagsWithSeparator(
             tags, constraint.separator, at_least_one=True, stop_after_first=constraint.stop_after_first
         )
+    if constraint.end_after_tags and not constraint.stop_after_first and all(t.end for t in constraint.tags):
+        return _tags_then_end(constraint)
     return config.TriggeredTags(
         list(constraint.triggers), tags, at_least_one=False, stop_after_first=constraint.stop_after_first
     )
+
+
+def _tags_then_end(constraint: Constraint) -> Any:
+    """Free text until a trigger; from the first tag on, only more tags, each after the separator, then the end.
+
+    xgrammar takes an open-ended part (the further tags) only inside a tag with a non-empty end string, so the
+    first tag holds the rest and its end is the last character of a tag's own end: the output may stop right
+    after its last tag, after one more separator, or there close a code fence the model opened before its calls.
+    """
+    config = ov_genai.StructuredOutputConfig
+    sep = constraint.separator
+    first = []
+    for tag in constraint.tags:
+        head, last = tag.end[:-1], tag.end[-1:]
+        more = [
+            config.Tag(last + sep + t.begin, config.JSONSchema(t.schema), t.end[:-1]) for t in constraint.tags
+        ]
+        rest = config.TagsWithSeparator(more, "", at_least_one=False, stop_after_first=False)
+        parts = [config.JSONSchema(tag.schema), *([config.ConstString(head)] if head else []), rest]
+        for end in (last, last + sep, last + sep + "```"):
+            first.append(config.Tag(tag.begin, config.Concat(*parts), end))
+    return config.TriggeredTags(list(constraint.triggers), first, at_least_one=False, stop_after_first=True)
 
 
 def _output(metrics: Any) -> BackendOutput:

@@ -14,7 +14,7 @@ from phi3_aipc.engine.jobs import Job, Run, TextSink, Turnstile
 from phi3_aipc.engine.streams import GAVE_WAY, AsyncGenerationStream, GenerationStream, JobFactory, settle
 from phi3_aipc.errors import InvalidParameterError, PromptTooLongError, UnsupportedFeatureError
 from phi3_aipc.images import has_images, place_images, prompt_with_images, refuse_images_unless_taken
-from phi3_aipc.messages import check_messages, neutralise_messages
+from phi3_aipc.messages import check_messages, control_spellings, neutralise_messages, neutralise_value
 from phi3_aipc.params import (
     BackendOutput,
     Constraint,
@@ -99,14 +99,17 @@ class Engine:
 
     def format_chat(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None) -> str:
         """The prompt the model sees for ``messages``: the message rules (``phi3_aipc.messages``: roles, text
-        content, control-token text neutralised) applied, then the model's own chat template. Messages with
-        images give an ``ImagePrompt`` carrying them (a model that takes no images refuses them)."""
-        checked = neutralise_messages(check_messages(messages), self.special_tokens)
+        content, control-token text neutralised, in tool definitions too) applied, then the model's own chat
+        template. Messages with images give an ``ImagePrompt`` carrying them (a model that takes no images refuses
+        them)."""
+        tokens = control_spellings(self.special_tokens)
+        shown = neutralise_value(tools, tokens) if tools and tokens else tools
+        checked = neutralise_messages(check_messages(messages), tokens)
         if not has_images(checked):
-            return self.render(checked, tools)
+            return self.render(checked, shown)
         refuse_images_unless_taken(self)
         placed, images = place_images(checked)
-        return prompt_with_images(self.render(placed, tools), images)
+        return prompt_with_images(self.render(placed, shown), images)
 
     def render(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None) -> str:
         """The chat template over messages taken as they are: for callers that already applied the message rules

@@ -388,3 +388,14 @@ def test_smollm2_tags_only_constraint_is_one_or_more_tags(smollm2: Engine, stop_
         assert re.fullmatch(one, text), text
     else:  # more than one call is allowed (SmolLM2 goes on writing them up to max_new_tokens)
         assert re.match(rf"{one}(\n{one})+", text), text
+
+
+def test_end_after_tags_grammar_builds_and_runs(ort_tiny: Engine) -> None:
+    """``Constraint.end_after_tags`` as a Lark grammar (tests/tools/test_end_after_tags.py checks the behaviour
+    on OpenVINO): a random model writes noise, so this checks llguidance accepts it (a bad grammar raises)."""
+    tag = TaggedSchema(begin="Paris <info>", schema=json.dumps({"type": "object"}), end="</info>")
+    constraint = Constraint("structural_tags", tags=(tag,), triggers=("Paris",), end_after_tags=True)
+    result = ort_tiny.generate(
+        [{"role": "user", "content": "Hi"}], GenerationParams(max_new_tokens=8), constraint=constraint
+    )
+    assert result.completion_tokens > 0

@@ -9,6 +9,7 @@ streams, validates arguments against their schema and bounds the JSON it reads.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -39,7 +40,7 @@ class TemplateToolsProtocol(JsonTagsProtocol):
                     {
                         "role": "tool",
                         "content": text_of(message.get("content")),
-                        "tool_call_id": message.get("tool_call_id") or "",
+                        "tool_call_id": self.call_id(message.get("tool_call_id") or ""),
                         "name": message.get("name") or "",
                     }
                 )
@@ -73,13 +74,17 @@ class TemplateToolsProtocol(JsonTagsProtocol):
         """An earlier call in the OpenAI shape chat templates read (``function.arguments`` as a dict)."""
         body = call_body(call)
         return {
-            "id": call.get("id") or "",
+            "id": self.call_id(call.get("id") or ""),
             "type": "function",
             "function": {"name": body["name"], "arguments": body["arguments"]},
         }
 
     def template_tools(self, tools: Sequence[ToolSpec]) -> list[dict[str, Any]] | None:
         return [{"type": "function", "function": t.to_dict()} for t in tools] or None
+
+    def call_id(self, given: str) -> str:
+        """A call's id as the template takes it (the same for the call and its result, so they still match)."""
+        return given
 
     # -- constraint --------------------------------------------------------------------------------------------------
     def tagged_schema(self, tool: ToolSpec) -> TaggedSchema:
@@ -115,6 +120,9 @@ class HermesProtocol(TemplateToolsProtocol):
             at_least_one=choice != "auto",
             stop_after_first=not parallel,
             separator="\n",
+            # Text after calls is dropped by the parser: a model that closes a code fence or writes a bare
+            # third call instead of its opener (Qwen2.5-Coder does) is held to calls, so a call it means is kept.
+            end_after_tags=True,
         )
 
 
@@ -143,12 +151,19 @@ class Llama3JsonProtocol(TemplateToolsProtocol):
 class MistralProtocol(TemplateToolsProtocol):
     """Mistral: ``[TOOL_CALLS][{"name": ..., "arguments": {...}}, ...]``. ``[TOOL_CALLS]`` is a control token the
     detokenizer skips, so the answer reads as a bare JSON list. Unverified on a real Mistral here; its templates
-    also insist on 9-character call ids."""
+    insist on 9-character alphanumeric call ids (``call_id``)."""
 
     name = "mistral"
     open_tag = "[TOOL_CALLS]"
     close_tag = "</s>"
     stop_strings = ("[TOOL_RESULTS]",)
+
+    def call_id(self, given: str) -> str:
+        # Mistral's templates raise unless every call id (and each result's tool_call_id) is 9 alphanumerics:
+        # ours are 'call_' plus 24 hex digits, so each id maps to 9 hex digits of its hash, the same everywhere.
+        if len(given) == 9 and given.isascii() and given.isalnum():
+            return given
+        return hashlib.sha256(given.encode("utf-8")).hexdigest()[:9]
 
     def constraint(
         self, tools: Sequence[ToolSpec], choice: str, kinds: frozenset[str], parallel: bool = True
