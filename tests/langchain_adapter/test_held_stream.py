@@ -14,6 +14,8 @@ import pytest
 pytestmark = pytest.mark.smollm2
 
 BUDGET = 300
+#: The held stream's budget: with IDLE_S cut to 0.25 s, far more than any CPU decodes before it must give way.
+HELD_BUDGET = 1500
 LONG_ASK = "Write a very long story about a dragon who learns to paint, at least 600 words."
 
 
@@ -47,13 +49,16 @@ def _long_first_answer(engine: Any, monkeypatch: pytest.MonkeyPatch) -> list[int
 def test_a_held_stream_gives_way_to_the_next_caller(chat: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from phi3_aipc.engine import get_engine
 
+    # The stream gives way after IDLE_S unread while someone waits; a short IDLE_S and a long budget keep that from
+    # depending on how fast this CPU decodes (at 2 s, a fast CPU finishes 300 tokens before it would give way).
+    monkeypatch.setattr("phi3_aipc.engine.streams.IDLE_S", 0.25)
     engine = get_engine("smollm2", "cpu")
     counts = _long_first_answer(engine, monkeypatch)
-    held = chat.stream(LONG_ASK)
+    held = chat.stream(LONG_ASK, max_tokens=HELD_BUDGET)
     first = next(held)  # generating; the caller now holds the iterator and reads no more
     answer = chat.invoke("Hi", max_tokens=4)  # waits for the engine
     assert answer.usage_metadata["output_tokens"] >= 1
-    assert counts[0] < BUDGET  # the held generation stopped for it, rather than run on to BUDGET tokens
+    assert counts[0] < HELD_BUDGET  # the held generation stopped for it, rather than run on to its budget
     merged = first
     for chunk in held:  # reading on: the text made so far, then the end, saying why
         merged = merged + chunk
