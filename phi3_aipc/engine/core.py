@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -15,6 +16,7 @@ from phi3_aipc.engine.streams import AsyncGenerationStream, GenerationStream, Jo
 from phi3_aipc.errors import InvalidParameterError, PromptTooLongError, UnsupportedFeatureError
 from phi3_aipc.messages import check_messages, neutralise_messages
 from phi3_aipc.params import (
+    MAX_INT_PARAM,
     BackendOutput,
     Constraint,
     FinishReason,
@@ -247,7 +249,7 @@ class Engine:
 
     def _run(self, job: Job) -> GenerationResult:
         tokens = self.check_prompt_length(job.prompt)
-        params, notes = self._fit_window(tokens, job.params)
+        params, notes = self._fit_window(tokens, with_fresh_seed(job.params))
         run = Run(job, params.stop)
         started = time.perf_counter()
         output = self.backend.generate(job.prompt, params, run.on_text, job.constraint)
@@ -315,6 +317,18 @@ class Engine:
             backend=self.backend_name,
             notes=("The call ended while it waited for the engine: nothing was generated.",),
         )
+
+
+def with_fresh_seed(params: GenerationParams) -> GenerationParams:
+    """``params`` with a seed of its own when it samples without one.
+
+    The backends' generators start from a fixed seed when none is given (OpenVINO GenAI's rng_seed defaults to 0),
+    so every unseeded temperature-1.0 request would sample the same answer. A fresh seed per request makes sampling
+    random; a given seed still repeats exactly.
+    """
+    if not params.sampling or params.seed is not None:
+        return params
+    return replace(params, seed=secrets.randbelow(MAX_INT_PARAM + 1))
 
 
 def _round_up(tokens: int) -> int:
