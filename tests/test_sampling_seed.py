@@ -98,6 +98,6 @@ def test_unseeded_sampling_differs_through_the_server() -> None:
         assert reply.status_code == 200, reply.text
         return reply.json()["choices"][0]["message"]["content"]
 
-    with BackgroundServer(create_app(engine, ServerConfig(model_id="m"))) as server:
-        with httpx.Client(base_url=server.base_url) as client:
-            check_sampling(lambda p: post(client, p, None), lambda p, s: post(client, p, s))
+    app = create_app(engine, ServerConfig(model_id="m"))
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.base_url) as client:
+        check_sampling(lambda p: post(client, p, None), lambda p, s: post(client, p, s))
