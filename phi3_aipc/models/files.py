@@ -123,6 +123,47 @@ def _folder_facts(folder: str, fmt: ArtifactFormat, mtime_ns: int) -> ModelFacts
     )
 
 
+def check_checkpoint_config(folder: Path) -> None:
+    """Refuse a checkpoint whose config.json is not a JSON object naming its model_type (cheap: no transformers).
+
+    Without this, transformers' own reader reports a broken config.json as a bare OSError, TypeError or KeyError.
+    """
+    path = Path(folder) / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        raise _broken_config(path, f"it cannot be read as JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise _broken_config(path, f"it holds a JSON {type(data).__name__}, not an object")
+    model_type = data.get("model_type")
+    if not isinstance(model_type, str) or not model_type.strip():
+        raise _broken_config(
+            path, f"its 'model_type' is {model_type!r}, not an architecture name such as 'phi3'"
+        )
+
+
+def load_checkpoint_config(folder: Path, *, trust_remote_code: bool = False) -> Any:
+    """The checkpoint's ``transformers`` config, every failure of which names config.json and what was wrong."""
+    import transformers
+
+    check_checkpoint_config(folder)
+    path = Path(folder) / "config.json"
+    try:
+        return transformers.AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - transformers raises OSError, ValueError, TypeError, its own errors
+        reason = " ".join(str(exc).split())[:300] or "no message"
+        raise _broken_config(path, f"transformers cannot read it ({type(exc).__name__}: {reason})") from exc
+
+
+def _broken_config(path: Path, reason: str) -> InvalidModelFileError:
+    return InvalidModelFileError(
+        f"'{path}' is not a usable model config: {reason}. Restore the checkpoint's config.json (download the "
+        f"model again), or pass another model."
+    )
+
+
 def save_facts(folder: Path, facts: ModelFacts) -> None:
     """Keep ``facts`` (read from a GGUF) next to the IR converted from it, where ``read_facts`` finds them."""
     saved = {

@@ -6,6 +6,7 @@ take the test run down with it: passing means the resolver stopped it first.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import struct
@@ -85,6 +86,41 @@ def test_the_gguf_states_its_context_window_and_special_tokens(smollm2_gguf: Pat
 
 
 # -- OpenVINO IR folders -----------------------------------------------------------------------------------------
+# -- a Hugging Face checkpoint's config.json ------------------------------------------------------------------------
+def _edited_config(edit):
+    def write(config: Path) -> None:
+        data = json.loads(config.read_text())
+        edit(data)
+        config.write_text(json.dumps(data))
+
+    return write
+
+
+BROKEN_CONFIGS = {
+    "truncated": (lambda c: c.write_text(c.read_text()[:100]), "cannot be read as JSON"),
+    "not-utf8": (lambda c: c.write_bytes(b"\xff\xfe{"), "cannot be read as JSON"),
+    "a-list": (lambda c: c.write_text("[1, 2]"), "holds a JSON list, not an object"),
+    "no-model-type": (_edited_config(lambda d: d.pop("model_type")), "'model_type' is None"),
+    "unknown-model-type": (_edited_config(lambda d: d.update(model_type="nonsense")), "nonsense"),
+    "wrong-field-type": (_edited_config(lambda d: d.update(hidden_size="big")), "hidden_size"),
+}
+
+
+@pytest.mark.parametrize("backend", ["transformers", "openvino"])
+@pytest.mark.parametrize("broken", sorted(BROKEN_CONFIGS))
+def test_a_broken_config_json_is_a_typed_error_naming_the_file(
+    tiny_phi3_hf: Path, tmp_path: Path, backend: str, broken: str
+) -> None:
+    """Issue 23 item 13: transformers' raw OSError / TypeError / ValueError become one error naming config.json
+    (the openvino backend would export the checkpoint: the config is read before the exporter runs)."""
+    folder = Path(shutil.copytree(tiny_phi3_hf, tmp_path / "hf"))
+    edit, what = BROKEN_CONFIGS[broken]
+    edit(folder / "config.json")
+    with pytest.raises(InvalidModelFileError, match=what) as info:
+        get_engine(str(folder), "cpu", backend=backend)
+    assert f"{folder / 'config.json'}' is not a usable model config" in str(info.value)
+
+
 def test_ir_without_any_tokenizer_names_the_folder(tiny_phi3_ov: Path, tmp_path: Path) -> None:
     folder = Path(shutil.copytree(tiny_phi3_ov, tmp_path / "ir"))
     for name in (*TOKENIZER_IR, *HF_TOKENIZER):
