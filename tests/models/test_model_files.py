@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,6 +73,62 @@ def test_broken_gguf_is_refused_before_openvino_sees_it(
     with pytest.raises(InvalidModelFileError, match=what) as info:
         get_engine(str(broken), "cpu")
     assert str(broken) in str(info.value)
+
+
+def _with_hyperparameter(source: Path, out: Path, key: str, value: float) -> Path:
+    """A copy of ``source`` whose metadata ``key`` reads ``value``: the reader accepts it, the model is impossible."""
+    from gguf import GGUFReader
+
+    shutil.copyfile(source, out)
+    reader = GGUFReader(out, "r+")
+    field = reader.fields[key]
+    field.parts[field.data[0]][0] = value
+    reader.data.flush()
+    del reader
+    return out
+
+
+#: Each once crashed the process (SIGFPE) or gave a raw error inside OpenVINO GenAI's GGUF reader (issue 23 item 10).
+IMPOSSIBLE_HYPERPARAMETERS = {
+    "head_count-0": ("llama.attention.head_count", 0, "attention.head_count is 0"),
+    "embedding_length-1": ("llama.embedding_length", 1, "embedding_length \\(1\\) is not a multiple"),
+    "head_count_kv-0": ("llama.attention.head_count_kv", 0, "head_count_kv is 0"),
+    "head_count-7": ("llama.attention.head_count", 7, "must divide attention.head_count \\(7\\)"),
+    "block_count-31": ("llama.block_count", 31, "block_count is 31, but the file holds 30 layers"),
+    "rms_epsilon-0": ("llama.attention.layer_norm_rms_epsilon", 0.0, "layer_norm_rms_epsilon is 0.0"),
+}
+
+
+@pytest.mark.smollm2
+@pytest.mark.parametrize("name", sorted(IMPOSSIBLE_HYPERPARAMETERS))
+def test_a_gguf_with_impossible_hyperparameters_is_refused_not_a_crash(
+    name: str, smollm2_gguf: Path, tmp_path: Path
+) -> None:
+    key, value, what = IMPOSSIBLE_HYPERPARAMETERS[name]
+    broken = _with_hyperparameter(smollm2_gguf, tmp_path / "model.gguf", key, value)
+    # In a child process: before the check, this load killed the process, which would take the test run with it.
+    child = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_REPORT, str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PHI3_AIPC_CACHE": str(tmp_path / "cache")},
+    )
+    assert child.returncode == 0, f"the load died (exit {child.returncode}): {child.stderr[-500:]}"
+    kind, _, message = child.stdout.strip().splitlines()[-1].partition(": ")
+    assert kind == "InvalidModelFileError" and str(broken) in message
+    assert re.search(what, message), message
+
+
+LOAD_AND_REPORT = """
+import sys
+from phi3_aipc import get_engine
+try:
+    get_engine(sys.argv[1], "cpu")
+    print("loaded: no error")
+except Exception as exc:
+    print(f"{type(exc).__name__}: {exc}")
+"""
 
 
 @pytest.mark.smollm2
