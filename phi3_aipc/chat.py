@@ -21,6 +21,7 @@ door:
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -273,8 +274,13 @@ class ChatTurn:
         plan.feed(generation.text)
         return plan.finish(generation)
 
+    async def aplan(self, engine: Any) -> TurnPlan:
+        """``plan`` off the event loop: rendering and counting a long conversation (and trimming it) takes seconds,
+        and other requests on the loop would stall meanwhile."""
+        return await asyncio.to_thread(self.plan, engine)
+
     async def _arun_once(self, engine: Any) -> TurnResult:
-        plan = self.plan(engine)
+        plan = await self.aplan(engine)
         generation = await engine.agenerate(plan.render(engine), plan.params, constraint=plan.constraint)
         plan.feed(generation.text)
         return plan.finish(generation)
@@ -290,7 +296,7 @@ class ChatTurn:
         yield from plan.finish_events(stream.result)
 
     async def _astream_once(self, engine: Any) -> AsyncIterator[TurnEvent]:
-        plan = self.plan(engine)
+        plan = await self.aplan(engine)
         stream = engine.astream(plan.render(engine), plan.params, constraint=plan.constraint)
         try:
             async for delta in stream:

@@ -104,7 +104,11 @@ class Engine:
         return self.backend.apply_chat_template(list(messages), tools)
 
     def count_tokens(self, text: str) -> int:
-        return self.backend.count_tokens(text)
+        """Tokens ``text`` becomes, however long: a count that reaches the model's context length is redone in
+        pieces (see ``_count_uncapped``), so trimming and the window checks see the real size."""
+        counted = self.backend.count_tokens(text)
+        cap = self.backend.artifact.context_window or self.context_window
+        return self._count_uncapped(text, counted, cap) if cap is not None else counted
 
     # -- generation ---------------------------------------------------------------------------------------------
     def generate(
@@ -166,7 +170,7 @@ class Engine:
 
     def check_prompt_length(self, prompt: str) -> int:
         """Count the prompt's tokens and refuse one that is empty or cannot fit, before the backend sees it."""
-        tokens = self.backend.count_tokens(prompt)
+        tokens = self.count_tokens(prompt)
         if tokens == 0:
             raise InvalidParameterError("The prompt is empty (0 tokens); pass some text or chat messages.")
         limit = self.max_prompt_tokens
@@ -181,7 +185,7 @@ class Engine:
         window = self.context_window
         if window is not None and tokens >= window:
             raise PromptTooLongError(
-                self._count_uncapped(prompt, tokens, window),
+                tokens,
                 window,
                 "model's context window",
                 f"Shorten the prompt or trim the chat history ({TRIM_HINT}); at least one new token must fit.",
