@@ -145,6 +145,29 @@ def test_openvino_cpu_prefix_caching_is_token_identical(smollm2_gguf: Path) -> N
         release_engine(off)  # the second copy of the model is needed here only
 
 
+@pytest.mark.smollm2
+def test_openvino_cpu_reuse_after_cancelled_streams_is_token_identical(smollm2_gguf: Path) -> None:
+    """Issue 23 item 14: ordinary prompts, each first streamed and cancelled after three deltas (its KV blocks
+    half-made), then asked in full: the answers equal a reuse-off engine's. Precision pinned (see above)."""
+    pytest.importorskip("openvino_genai")
+    params = GenerationParams(max_new_tokens=24)
+    off = get_engine(str(smollm2_gguf), "cpu", "openvino", {**LLM_F32, "prefix_reuse": False})
+    try:
+        expected = [off.generate([{"role": "user", "content": q}], params).text for q in ORDINARY]
+    finally:
+        release_engine(off)
+    on = get_engine(str(smollm2_gguf), "cpu", "openvino", LLM_F32)
+    answers = []
+    for question in ORDINARY:
+        messages = [{"role": "user", "content": question}]
+        with on.stream(messages, params) as stream:
+            for index, _ in enumerate(stream):
+                if index == 2:
+                    break
+        answers.append(on.generate(messages, params).text)
+    assert answers == expected
+
+
 # -- the NPU pipeline on the CPU ---------------------------------------------------------------------------------
 @pytest.mark.npu_on_cpu
 def test_npu_prefix_cache_is_token_identical(tiny_phi3_ov: Path) -> None:
