@@ -53,7 +53,8 @@ def test_cheap_cases_run_in_a_subprocess_and_are_classified(
 
 def test_the_table_has_at_least_60_cases_covering_every_item(script: ModuleType) -> None:
     assert len(script.CASES) >= 60
-    assert {c.item for c in script.CASES} == set(range(1, 13))
+    # Issue 11's items 1-12, each covered; later rounds (issue 23) add their own item numbers.
+    assert set(range(1, 13)) <= {c.item for c in script.CASES}
     assert all(c.expect for c in script.CASES)
 
 
