@@ -2349,7 +2349,9 @@ def _(ctx: Ctx) -> dict[str, Any]:
     exports = cache / "exports" / "openvino"
 
     def staging() -> list[Path]:
-        return [p for p in exports.iterdir() if ".partial-" in p.name] if exports.is_dir() else []
+        return (
+            [p for p in exports.iterdir() if ".partial-" in p.name and p.is_dir()] if exports.is_dir() else []
+        )
 
     child = subprocess.Popen(
         [sys.executable, "-c", "from phi3_aipc import get_engine; get_engine('smollm2', 'cpu')"],
