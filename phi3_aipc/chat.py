@@ -22,6 +22,7 @@ door:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -44,6 +45,8 @@ from phi3_aipc.tools.spec import (
 from phi3_aipc.tools.stream import MarkupFilter, ToolStreamParser
 from phi3_aipc.tools.structured import OutputParseError, parse_json_output, with_json_instructions
 
+#: Where async turns render, count and trim their prompts (ChatTurn.aplan).
+_planner = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="phi3-aipc-plan")
 #: Text that does not open with '<' (markup); its end leaves the model's end-of-turn token free.
 ANSWER_NOT_MARKUP = r"[^<\s][\s\S]*"
 
@@ -276,8 +279,9 @@ class ChatTurn:
 
     async def aplan(self, engine: Any) -> TurnPlan:
         """``plan`` off the event loop: rendering and counting a long conversation (and trimming it) takes seconds,
-        and other requests on the loop would stall meanwhile."""
-        return await asyncio.to_thread(self.plan, engine)
+        and other requests on the loop would stall meanwhile. On a pool of its own, not asyncio's default one,
+        which callers may have filled (see ``phi3_aipc.engine.cache``)."""
+        return await asyncio.wrap_future(_planner.submit(self.plan, engine))
 
     async def _arun_once(self, engine: Any) -> TurnResult:
         plan = await self.aplan(engine)
