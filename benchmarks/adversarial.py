@@ -2947,5 +2947,348 @@ def _(ctx: Ctx) -> dict[str, Any]:
     }
 
 
+# --- round 3: engine (issue 23 items 4, 9-15) -----------------------------------------------------------------------
+# Sampling seeds, continuous batching's constraints, GGUF hyperparameters and staging, option spellings, broken
+# configs, KV reuse and GGUF token counts. Items are issue 23's. (The __main__ guard sits below the sections.)
+SAMPLING_PROMPTS = (
+    "Write a long story about a dragon who learns to paint.",
+    "Describe your ideal holiday in detail.",
+    "List as many uses for a brick as you can.",
+)
+ORDINARY_PROMPTS = (
+    "What is the capital of France?",
+    "Name three primary colours.",
+    "How do I boil an egg?",
+    "What is 12 times 7?",
+    "Write a haiku about the sea.",
+    "Who wrote Hamlet?",
+    "Explain what a CPU does.",
+    "Give me a synonym for happy.",
+    "What is the largest planet?",
+    "Translate 'good morning' to Spanish.",
+    "Why is the sky blue?",
+    "List two fruits.",
+)
+
+
+def _user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+@case(
+    "engine-unseeded-temperature-1-samples-differ",
+    4,
+    "engine",
+    Returns("unseeded samples differ, seeded repeat", lambda f: f["differing"] >= 2 and f["seeded_equal"]),
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    engine = smol()
+    sample = params(max_new_tokens=48, temperature=1.0, ignore_eos=True)
+    seeded = params(max_new_tokens=48, temperature=1.0, seed=5, ignore_eos=True)
+    differing = sum(
+        engine.generate(_user(p), sample).text != engine.generate(_user(p), sample).text
+        for p in SAMPLING_PROMPTS
+    )
+    equal = (
+        engine.generate(_user(SAMPLING_PROMPTS[0]), seeded).text
+        == engine.generate(_user(SAMPLING_PROMPTS[0]), seeded).text
+    )
+    return {"differing": differing, "of": len(SAMPLING_PROMPTS), "seeded_equal": equal}
+
+
+@case(
+    "batching-refused-schema-beside-plain-and-regex",
+    9,
+    "engine (openvino-batching)",
+    Returns(
+        "only the refused one fails, no reload",
+        lambda f: (
+            f["refused"] == "InvalidParameterError" and f["plain_ok"] and f["regex_ok"] and not f["reloaded"]
+        ),
+    ),
+    timeout_s=240,
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    from phi3_aipc import Constraint, get_engine
+
+    engine = get_engine("smollm2", "cpu", backend="openvino-batching")
+    pipeline = engine.backend._steps.pipeline
+    bad = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}}}
+    bad |= {"required": ["a", "b"], "maxProperties": 1}
+    calls = {
+        "refused": lambda: engine.generate(
+            _user("Hi"), params(max_new_tokens=8), constraint=Constraint("json_schema", json.dumps(bad))
+        ),
+        "plain": lambda: engine.generate(_user("What is the capital of France?"), params(max_new_tokens=6)),
+        "regex": lambda: engine.generate(
+            _user("Count."), params(max_new_tokens=12), constraint=Constraint("regex", "(7 ){4}")
+        ),
+    }
+    outcome: dict[str, Any] = {}
+
+    def run(name: str) -> None:
+        try:
+            outcome[name] = calls[name]()
+        except Exception as exc:  # noqa: BLE001 - reported
+            outcome[name] = exc
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    plain, regex = outcome["plain"], outcome["regex"]
+    return {
+        "refused": type(outcome["refused"]).__name__,
+        "plain_ok": not isinstance(plain, Exception) and "Paris" in plain.text,
+        "regex_ok": not isinstance(regex, Exception) and regex.text == "7 7 7 7 ",
+        "plain": repr(plain)[:80] if isinstance(plain, Exception) else plain.text,
+        "reloaded": engine.backend._steps.pipeline is not pipeline,
+    }
+
+
+def _gguf_with(ctx: Ctx, key: str, value: float) -> dict[str, Any]:
+    from gguf import GGUFReader
+
+    from phi3_aipc import get_engine
+
+    path = ctx.tmp / "model.gguf"
+    shutil.copyfile(ctx.gguf, path)
+    reader = GGUFReader(path, "r+")
+    field = reader.fields[key]
+    field.parts[field.data[0]][0] = value
+    reader.data.flush()
+    del reader
+    get_engine(str(path), "cpu")
+    return {"loaded": True}
+
+
+IMPOSSIBLE = r"model\.gguf' has impossible model hyperparameters"
+
+
+@case("gguf-head-count-0", 10, "engine", Raises(IMPOSSIBLE + r".*head_count is 0"))
+def _(ctx: Ctx) -> dict[str, Any]:
+    return _gguf_with(ctx, "llama.attention.head_count", 0)
+
+
+@case("gguf-embedding-length-1", 10, "engine", Raises(IMPOSSIBLE + r".*embedding_length"))
+def _(ctx: Ctx) -> dict[str, Any]:
+    return _gguf_with(ctx, "llama.embedding_length", 1)
+
+
+@case("gguf-rms-epsilon-0", 10, "engine", Raises(IMPOSSIBLE + r".*epsilon"))
+def _(ctx: Ctx) -> dict[str, Any]:
+    return _gguf_with(ctx, "llama.attention.layer_norm_rms_epsilon", 0.0)
+
+
+@case(
+    "gguf-conversion-killed-then-next-one-cleans",
+    11,
+    "engine",
+    Returns("the leftover staging folder is gone", lambda f: f["left"] > 0 and f["remaining"] == 0),
+    timeout_s=300,
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    from phi3_aipc import get_engine
+
+    cache = ctx.tmp / "cache"
+    os.environ["PHI3_AIPC_CACHE"] = str(cache)
+    exports = cache / "exports" / "openvino"
+
+    def staging() -> list[Path]:
+        return (
+            [p for p in exports.iterdir() if ".partial-" in p.name and p.is_dir()] if exports.is_dir() else []
+        )
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", "from phi3_aipc import get_engine; get_engine('smollm2', 'cpu')"],
+        env=dict(os.environ),
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 200
+    while (
+        time.monotonic() < deadline and child.poll() is None and not any(any(p.iterdir()) for p in staging())
+    ):
+        time.sleep(0.05)
+    child.kill()
+    child.wait()
+    left = staging()
+    get_engine("smollm2", "cpu")
+    return {"left": len(left), "remaining": sum(p.exists() for p in left)}
+
+
+@case(
+    "options-num-streams-three-spellings",
+    12,
+    "engine",
+    Returns("one engine", lambda f: f["engines"] == 1),
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    from phi3_aipc import get_engine
+
+    spellings = [{"NUM_STREAMS": 1}, {"NUM_STREAMS": 1.0}, {"num_streams": 1}]
+    engines = [get_engine(str(ctx.tiny_ov), "cpu", options=o) for o in spellings]
+    return {"engines": len({id(e) for e in engines})}
+
+
+def _broken_config(ctx: Ctx, text: str, backend: str) -> dict[str, Any]:
+    from phi3_aipc import get_engine
+
+    folder = Path(shutil.copytree(ctx.tiny_hf, ctx.tmp / "hf"))
+    (folder / "config.json").write_text(text)
+    get_engine(str(folder), "cpu", backend=backend)
+    return {"loaded": True}
+
+
+CONFIG_ERROR = r"config\.json' is not a usable model config"
+
+
+@case("hf-config-truncated-exported", 13, "engine (openvino export)", Raises(CONFIG_ERROR + r".*JSON"))
+def _(ctx: Ctx) -> dict[str, Any]:
+    return _broken_config(ctx, (ctx.tiny_hf / "config.json").read_text()[:100], "openvino")
+
+
+@case("hf-config-unknown-model-type", 13, "engine (transformers)", Raises(CONFIG_ERROR + r".*nonsense"))
+def _(ctx: Ctx) -> dict[str, Any]:
+    return _broken_config(ctx, '{"model_type": "nonsense"}', "transformers")
+
+
+@case("hf-config-a-list", 13, "engine (transformers)", Raises(CONFIG_ERROR + r".*list"))
+def _(ctx: Ctx) -> dict[str, Any]:
+    return _broken_config(ctx, "[1, 2]", "transformers")
+
+
+def _smollm2_ort() -> Path:
+    root = Path(
+        os.environ.get("PHI3_AIPC_TEST_CACHE") or Path(tempfile.gettempdir()) / "phi3-aipc-test-models"
+    )
+    folder = root / "smollm2-135m-instruct-ort-int4-v1"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: run tests/test_prefix_reuse.py once to build it")
+    return folder
+
+
+@case(
+    "onnx-repeated-call-same-greedy-answer",
+    14,
+    "engine (onnx)",
+    Returns("12 of 12 the same", lambda f: f["differing"] == 0),
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    from phi3_aipc import get_engine
+
+    engine = get_engine(str(_smollm2_ort()), "cpu", backend="onnx")
+    greedy = params(max_new_tokens=24)
+    differing = sum(
+        engine.generate(_user(p), greedy).text != engine.generate(_user(p), greedy).text
+        for p in ORDINARY_PROMPTS
+    )
+    return {"differing": differing, "of": len(ORDINARY_PROMPTS)}
+
+
+@case(
+    "openvino-reuse-after-cancelled-streams",
+    14,
+    "engine",
+    Returns("equal to reuse off", lambda f: f["differing"] == 0),
+    timeout_s=300,
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    from phi3_aipc import get_engine
+    from phi3_aipc.engine import release_engine
+    from phi3_aipc.testing.precision import LLM_F32
+
+    greedy = params(max_new_tokens=24)
+    off = get_engine("smollm2", "cpu", options={**LLM_F32, "prefix_reuse": False})
+    expected = [off.generate(_user(p), greedy).text for p in ORDINARY_PROMPTS]
+    release_engine(off)
+    on = get_engine("smollm2", "cpu", options=LLM_F32)
+    answers = []
+    for prompt in ORDINARY_PROMPTS:
+        with on.stream(_user(prompt), greedy) as stream:
+            for index, _ in enumerate(stream):
+                if index == 2:
+                    break
+        answers.append(on.generate(_user(prompt), greedy).text)
+    return {"differing": sum(a != b for a, b in zip(answers, expected, strict=True)), "of": len(answers)}
+
+
+def _items(words: int, seed: int = 0) -> str:
+    return " ".join(f"item{(seed + i) % 97}" for i in range(words))
+
+
+@case(
+    "smollm2-one-message-just-over-the-window",
+    15,
+    "engine",
+    Raises(r"is (8[2-9]\d\d|9\d{3}) tokens long.*8192"),
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    smol().generate(_user(_items(3000)), params(max_new_tokens=1))
+    return {"generated": True}
+
+
+@case(
+    "smollm2-trim-report-of-1400-messages",
+    15,
+    "ChatTurn",
+    Returns(
+        "the report counts what went",
+        lambda f: f["before"] > 2 * 8192 and f["dropped_tokens"] >= 4 * f["dropped_messages"],
+    ),
+    timeout_s=300,
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    from phi3_aipc.chat import ChatTurn
+
+    history: list[dict[str, str]] = []
+    for i in range(700):
+        history += [
+            {"role": "user", "content": f"Note {i}: {_items(6, i)}"},
+            {"role": "assistant", "content": "ok"},
+        ]
+    messages = [*history, {"role": "user", "content": "Say hi."}]
+    result = ChatTurn(messages, params=params(max_new_tokens=4), context_overflow="trim").run(smol())
+    report = result.trimmed
+    return {
+        "before": report.prompt_tokens_before,
+        "after": report.prompt_tokens_after,
+        "dropped_messages": report.dropped_messages,
+        "dropped_tokens": report.dropped_tokens,
+    }
+
+
+@case(
+    "async-trim-runs-off-the-event-loop",
+    15,
+    "ChatTurn (async)",
+    Returns("counted off the loop", lambda f: f["counts"] > 0 and f["on_loop"] == 0),
+    timeout_s=240,
+)
+def _(ctx: Ctx) -> dict[str, Any]:
+    from phi3_aipc.chat import ChatTurn
+
+    engine = smol()
+    threads: list[int] = []
+    real = engine.backend.count_tokens
+
+    def count(text: str) -> int:
+        threads.append(threading.get_ident())
+        return real(text)
+
+    engine.backend.count_tokens = count
+    messages: list[dict[str, str]] = []
+    for i in range(4):
+        messages += [{"role": "user", "content": _items(3000, i)}, {"role": "assistant", "content": "ok"}]
+    turn = ChatTurn(messages[:-1], params=params(max_new_tokens=2), context_overflow="trim")
+
+    async def run() -> int:
+        await turn.arun(engine)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(run())
+    return {"counts": len(threads), "on_loop": threads.count(loop_thread)}
+
+
 if __name__ == "__main__":
     main()

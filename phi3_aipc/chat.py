@@ -21,6 +21,8 @@ door:
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -44,6 +46,8 @@ from phi3_aipc.tools.spec import (
 from phi3_aipc.tools.stream import MarkupFilter, ToolStreamParser
 from phi3_aipc.tools.structured import OutputParseError, parse_json_output, with_json_instructions
 
+#: Where async turns render, count and trim their prompts (ChatTurn.aplan).
+_planner = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="phi3-aipc-plan")
 #: Text that does not open with '<' (markup); its end leaves the model's end-of-turn token free.
 ANSWER_NOT_MARKUP = r"[^<\s][\s\S]*"
 
@@ -286,8 +290,14 @@ class ChatTurn:
         plan.feed(generation.text)
         return plan.finish(generation)
 
+    async def aplan(self, engine: Any) -> TurnPlan:
+        """``plan`` off the event loop: rendering and counting a long conversation (and trimming it) takes seconds,
+        and other requests on the loop would stall meanwhile. On a pool of its own, not asyncio's default one,
+        which callers may have filled (see ``phi3_aipc.engine.cache``)."""
+        return await asyncio.wrap_future(_planner.submit(self.plan, engine))
+
     async def _arun_once(self, engine: Any) -> TurnResult:
-        plan = self.plan(engine)
+        plan = await self.aplan(engine)
         generation = await engine.agenerate(plan.render(engine), plan.params, constraint=plan.constraint)
         plan.feed(generation.text)
         return plan.finish(generation)
@@ -303,7 +313,7 @@ class ChatTurn:
         yield from plan.finish_events(stream.result)
 
     async def _astream_once(self, engine: Any) -> AsyncIterator[TurnEvent]:
-        plan = self.plan(engine)
+        plan = await self.aplan(engine)
         stream = engine.astream(plan.render(engine), plan.params, constraint=plan.constraint)
         try:
             async for delta in stream:

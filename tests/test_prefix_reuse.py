@@ -2,8 +2,9 @@
 
 Per backend, greedy output with reuse is token-identical to output without it (a second engine loaded with
 ``prefix_reuse=False``), over a growing conversation and over two conversations interleaved on one engine:
-- ONNX Runtime GenAI (SmolLM2 int4 on the CPU): the kept generator is rewound to the common prefix, and
-  ``cached_prompt_tokens`` says how much it reused (checked, not timed);
+- ONNX Runtime GenAI (SmolLM2 int4 on the CPU): resuming is not exact there (a chunk of new tokens rounds apart
+  from a whole prompt), so it is off by default and the test is that a repeated ordinary call answers the same;
+  opted into, ``cached_prompt_tokens`` says how much it reused (checked, not timed);
 - OpenVINO GenAI on the CPU (the SmolLM2 GGUF): the pipeline's own prefix caching;
 - the NPU pipeline run on the CPU (NPUW_DEVICES=CPU, tiny Phi-3 IR): the NPUW prefix cache. Both engines prefill in
   the same 64-token chunks, so the only difference between them is the cache.
@@ -78,23 +79,48 @@ def smollm2_ort_path(model_cache: Path, smollm2_gguf: Path) -> Path:
     )
 
 
+#: Ordinary questions (not picked to pass): with ONNX reuse on, 10 of these 12 answered differently when asked again.
+ORDINARY = [
+    "What is the capital of France?",
+    "Name three primary colours.",
+    "How do I boil an egg?",
+    "What is 12 times 7?",
+    "Write a haiku about the sea.",
+    "Who wrote Hamlet?",
+    "Explain what a CPU does.",
+    "Give me a synonym for happy.",
+    "What is the largest planet?",
+    "Translate 'good morning' to Spanish.",
+    "Why is the sky blue?",
+    "List two fruits.",
+]
+
+
 @pytest.mark.smollm2
-def test_onnx_reuse_is_token_identical_and_counted(smollm2_ort_path: Path) -> None:
-    on = get_engine(str(smollm2_ort_path), "cpu", "onnx")
-    off = get_engine(str(smollm2_ort_path), "cpu", "onnx", {"prefix_reuse": False})
-    with_reuse, without = _conversation(on), _conversation(off)
-    _same(with_reuse, without)
-    assert all(r.generation.cached_prompt_tokens == 0 for r in without)
-    first, *later = [r.generation for r in with_reuse]
+def test_onnx_by_default_a_repeated_call_answers_the_same(smollm2_ort_path: Path) -> None:
+    """Issue 23 item 14: resuming a kept generator is not exact on ONNX Runtime's CPU kernels, so it is off unless
+    asked for; by default the second identical call gives the first one's tokens on every ordinary prompt."""
+    engine = get_engine(str(smollm2_ort_path), "cpu", "onnx")
+    params = GenerationParams(max_new_tokens=24)
+    for question in ORDINARY:
+        messages = [{"role": "user", "content": question}]
+        first, second = engine.generate(messages, params), engine.generate(messages, params)
+        assert second.text == first.text, question
+        assert second.cached_prompt_tokens == 0
+
+
+@pytest.mark.smollm2
+def test_onnx_reuse_when_asked_for_is_counted(smollm2_ort_path: Path) -> None:
+    on = get_engine(str(smollm2_ort_path), "cpu", "onnx", {"prefix_reuse": True})
+    first, *later = [r.generation for r in _conversation(on)]
     # From the second turn on, everything up to the previous answer's end is reused; only the new turn is prefilled.
     for previous, result in zip([first, *later], later, strict=False):
         assert previous.prompt_tokens <= result.cached_prompt_tokens < result.prompt_tokens
-    assert _interleaved(on) == _interleaved(off)
 
 
 @pytest.mark.smollm2
 def test_onnx_sampled_and_constrained_calls_start_fresh(smollm2_ort_path: Path) -> None:
-    on = get_engine(str(smollm2_ort_path), "cpu", "onnx")
+    on = get_engine(str(smollm2_ort_path), "cpu", "onnx", {"prefix_reuse": True})
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTIONS[0]}]
     ChatTurn(messages, params=GREEDY).run(on)
     sampled = ChatTurn(messages, params=GenerationParams(max_new_tokens=4, temperature=0.7, seed=1)).run(on)
@@ -117,6 +143,29 @@ def test_openvino_cpu_prefix_caching_is_token_identical(smollm2_gguf: Path) -> N
         assert _interleaved(on) == _interleaved(off)
     finally:
         release_engine(off)  # the second copy of the model is needed here only
+
+
+@pytest.mark.smollm2
+def test_openvino_cpu_reuse_after_cancelled_streams_is_token_identical(smollm2_gguf: Path) -> None:
+    """Issue 23 item 14: ordinary prompts, each first streamed and cancelled after three deltas (its KV blocks
+    half-made), then asked in full: the answers equal a reuse-off engine's. Precision pinned (see above)."""
+    pytest.importorskip("openvino_genai")
+    params = GenerationParams(max_new_tokens=24)
+    off = get_engine(str(smollm2_gguf), "cpu", "openvino", {**LLM_F32, "prefix_reuse": False})
+    try:
+        expected = [off.generate([{"role": "user", "content": q}], params).text for q in ORDINARY]
+    finally:
+        release_engine(off)
+    on = get_engine(str(smollm2_gguf), "cpu", "openvino", LLM_F32)
+    answers = []
+    for question in ORDINARY:
+        messages = [{"role": "user", "content": question}]
+        with on.stream(messages, params) as stream:
+            for index, _ in enumerate(stream):
+                if index == 2:
+                    break
+        answers.append(on.generate(messages, params).text)
+    assert answers == expected
 
 
 # -- the NPU pipeline on the CPU ---------------------------------------------------------------------------------

@@ -191,6 +191,8 @@ def prepare(
     opts = load_options.check_options(options)
     requested = devices.normalise_device(device)
     cls = backend_class(resolve_backend_name(name, requested))
+    resolver_keys = load_options.RESOLVER_OPTIONS | cls.resolver_options
+    opts = load_options.canonical(opts, cls.name, resolver_keys)
     target = cls.pick_device(requested, opts)
     notes: tuple[str, ...] = ()
     if requested == devices.AUTO:
@@ -199,7 +201,6 @@ def prepare(
         if dropped:
             notes = (load_options.dropped_notice(dropped, cls.name, target),)
             _warn_once(notes[0])
-    resolver_keys = load_options.RESOLVER_OPTIONS | cls.resolver_options
     artifact = resolve(
         model,
         devices.device_kind(target),

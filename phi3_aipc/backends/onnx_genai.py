@@ -97,7 +97,11 @@ class OnnxGenAIBackend(Backend):
         _check_options(options)
         started = time.perf_counter()
         loaded = load_model(artifact.path, device, options.get("provider_options") or {})
-        reuse = parse_flag("prefix_reuse", options.get("prefix_reuse", True))
+        # Off unless asked for: resuming prefills the new tokens as a chunk of their own, and ONNX Runtime's CPU
+        # kernels (int4 MatMulNBits) round a short chunk apart from a whole prompt, so greedy answers changed:
+        # 10 of 12 ordinary prompts answered differently on a repeated call with it on, 0 of 12 with it off
+        # (SmolLM2 int4, CPU; issue 23 item 14). Opt in with prefix_reuse=True where speed beats exactness.
+        reuse = parse_flag("prefix_reuse", options.get("prefix_reuse", False))
         backend = cls(loaded, artifact, device, prefix_reuse=reuse)
         backend.load_ms = (time.perf_counter() - started) * 1000
         return backend

@@ -65,8 +65,11 @@ class BatchingBackend(OpenVINOGenAIBackend):
     #: Generations may run at the same time: the engine lets every call through (see phi3_aipc.engine.jobs).
     concurrent = True
 
-    def __init__(self, make_pipeline: Any, artifact: Artifact, device: str, config: dict[str, Any]):
+    def __init__(
+        self, make_pipeline: Any, artifact: Artifact, device: str, config: dict[str, Any], make_probe: Any
+    ):
         self._steps = _Stepper(make_pipeline)
+        self._grammars = _GrammarCheck(make_probe)
         super().__init__(_PipelineView(self._steps), artifact, device, config)
         self._tokenizer_lock = threading.Lock()
 
@@ -97,7 +100,9 @@ class BatchingBackend(OpenVINOGenAIBackend):
         def make_pipeline() -> Any:
             return ov_genai.ContinuousBatchingPipeline(str(artifact.path), scheduler, device, config)
 
-        backend = cls(make_pipeline, artifact, device, config)
+        backend = cls(
+            make_pipeline, artifact, device, config, lambda: _probe_pipeline(artifact, device, config)
+        )
         backend.load_ms = (time.perf_counter() - started) * 1000
         return backend
 
@@ -117,6 +122,8 @@ class BatchingBackend(OpenVINOGenAIBackend):
         constraint: Constraint | None = None,
     ) -> BackendOutput:
         config = self._generation_config(params, constraint)
+        if constraint is not None:
+            self._grammars.check(constraint, self._generation_config(_PROBE, constraint))
         prompt_tokens = self.count_tokens(prompt)
         started = time.perf_counter()
         try:
@@ -156,6 +163,53 @@ class BatchingBackend(OpenVINOGenAIBackend):
 
     def close(self) -> None:
         self._steps.close()
+
+
+#: A constraint is tried with one token on its own before it joins the batch.
+_PROBE = GenerationParams(max_new_tokens=1)
+
+
+def _probe_pipeline(artifact: Artifact, device: str, config: dict[str, Any]) -> Any:
+    """A second, small pipeline of the same model that only ever runs constraint probes."""
+    scheduler = ov_genai.SchedulerConfig()
+    scheduler.cache_size = 0
+    scheduler.num_kv_blocks = 8  # a probe is a few prompt tokens and one generated token
+    scheduler.enable_prefix_caching = False
+    return ov_genai.ContinuousBatchingPipeline(str(artifact.path), scheduler, device, config)
+
+
+class _GrammarCheck:
+    """Each new constraint is compiled (one token generated under it) on a pipeline of its own before it joins the
+    batch, so a schema xgrammar refuses fails its own request, never the batch.
+
+    Why a separate pipeline: xgrammar compiles a request's grammar inside ``step()``, and a refusal there leaves the
+    pipeline unusable for every request in it (checked on OpenVINO GenAI 2026.4: each later step fails). The probe
+    pipeline is made on the first constraint and remade after a refusal; results are kept per constraint, so a
+    tool set or schema used again is not probed again.
+    """
+
+    def __init__(self, make_pipeline: Any):
+        self._make_pipeline = make_pipeline
+        self._pipeline: Any = None
+        self._passed: set[Constraint] = set()
+        self._lock = threading.Lock()
+
+    def check(self, constraint: Constraint, config: Any) -> None:
+        if constraint in self._passed:
+            return
+        with self._lock:
+            if constraint in self._passed:
+                return
+            if self._pipeline is None:
+                self._pipeline = self._make_pipeline()
+            try:
+                self._pipeline.generate(["Hi"], [config])
+            except RuntimeError as exc:
+                self._pipeline = None  # broken by the refusal: the next probe makes a fresh one
+                if "xgrammar" in str(exc):
+                    raise _grammar_error(constraint, exc) from exc
+                raise
+            self._passed.add(constraint)
 
 
 class _Reader:

@@ -88,6 +88,35 @@ OPENVINO_PROPERTY_BACKENDS = ("openvino", "optimum-intel", "openvino-vlm")
 NPU_PIPELINE_BACKENDS = ("openvino", "openvino-vlm")
 
 
+#: Backends that read every option name in any case (OpenVINO properties and their own switches): their keys are
+#: upper-cased once here, so 'num_streams' and 'NUM_STREAMS' are one option (and one cached engine).
+ANY_CASE_BACKENDS = ("openvino", "openvino-batching")
+
+
+def canonical(options: Mapping[str, Any], backend: str, keep: frozenset[str]) -> dict[str, Any]:
+    """One spelling per option for ``backend``: upper-case keys where its names are case-blind (``keep``, the
+    resolver's lower-case names, stay as they are), and an OpenVINO property's whole-number float (1.0) as an int.
+
+    Without this, NUM_STREAMS 1, 1.0 and num_streams=1 mean the same to OpenVINO but load three engines.
+    """
+    result: dict[str, Any] = {}
+    for key, value in options.items():
+        name = key.upper() if backend in ANY_CASE_BACKENDS and key not in keep else key
+        if name in result and result[name] != _whole(value):
+            raise InvalidParameterError(
+                f"Option {name} is given twice with different values ({result[name]!r} and {value!r}), spelt "
+                f"differently; pass it once."
+            )
+        result[name] = _whole(value) if is_openvino_property(name) else value
+    return result
+
+
+def _whole(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def is_npu_only(key: str) -> bool:
     name = str(key).upper()
     return any(name.startswith(o) if o.endswith("_") else name == o for o in NPU_ONLY_OPTIONS)

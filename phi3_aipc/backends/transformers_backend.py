@@ -15,6 +15,7 @@ from phi3_aipc.backends.options import trust_remote_code
 from phi3_aipc.devices import DEVICE_KINDS, device_kind, refuse_kind
 from phi3_aipc.errors import DeviceNotFoundError, InvalidParameterError
 from phi3_aipc.models import Artifact
+from phi3_aipc.models.files import load_checkpoint_config
 from phi3_aipc.params import BackendOutput, Constraint, GenerationParams
 
 KNOWN_OPTIONS = {"trust_remote_code", "dtype"}
@@ -43,9 +44,10 @@ class TransformersBackend(Backend):
         # Remote code runs arbitrary Python from the model repo: only when the caller asks for it.
         trust = trust_remote_code(options)
         started = time.perf_counter()
+        config = load_checkpoint_config(artifact.path, trust_remote_code=trust)
         tokenizer = transformers.AutoTokenizer.from_pretrained(artifact.path, trust_remote_code=trust)
         loaded = transformers.AutoModelForCausalLM.from_pretrained(
-            artifact.path, dtype=options.get("dtype", "auto"), trust_remote_code=trust
+            artifact.path, config=config, dtype=options.get("dtype", "auto"), trust_remote_code=trust
         )
         loaded.to(device.lower()).eval()
         backend = cls(loaded, tokenizer, artifact, device)

@@ -99,7 +99,8 @@ def run_agent_scenario(
 
 
 def _run_target(target: Target, settings: AgentSettings) -> list[dict[str, Any]]:
-    on = get_engine(target.model, target.device, target.backend, target.options)
+    # Asked for by name: on ONNX Runtime GenAI reuse is off unless asked for (it is not exact there).
+    on = get_engine(target.model, target.device, target.backend, {"prefix_reuse": True, **target.options})
     off = get_engine(target.model, target.device, target.backend, {**target.options, "prefix_reuse": False})
     try:
         params = GenerationParams(max_new_tokens=settings.max_new_tokens)

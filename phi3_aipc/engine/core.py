@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -16,6 +17,7 @@ from phi3_aipc.errors import InvalidParameterError, PromptTooLongError, Unsuppor
 from phi3_aipc.images import has_images, place_images, prompt_with_images, refuse_images_unless_taken
 from phi3_aipc.messages import check_messages, control_spellings, neutralise_messages, neutralise_value
 from phi3_aipc.params import (
+    MAX_INT_PARAM,
     BackendOutput,
     Constraint,
     FinishReason,
@@ -117,7 +119,11 @@ class Engine:
         return self.backend.apply_chat_template(list(messages), tools)
 
     def count_tokens(self, text: str) -> int:
-        return self.backend.count_tokens(text)
+        """Tokens ``text`` becomes, however long: a count that reaches the model's context length is redone in
+        pieces (see ``_count_uncapped``), so trimming and the window checks see the real size."""
+        counted = self.backend.count_tokens(text)
+        cap = self.backend.artifact.context_window or self.context_window
+        return self._count_uncapped(text, counted, cap) if cap is not None else counted
 
     # -- generation ---------------------------------------------------------------------------------------------
     def generate(
@@ -179,7 +185,7 @@ class Engine:
 
     def check_prompt_length(self, prompt: str) -> int:
         """Count the prompt's tokens and refuse one that is empty or cannot fit, before the backend sees it."""
-        tokens = self.backend.count_tokens(prompt)
+        tokens = self.count_tokens(prompt)
         if tokens == 0:
             raise InvalidParameterError("The prompt is empty (0 tokens); pass some text or chat messages.")
         limit = self.max_prompt_tokens
@@ -194,7 +200,7 @@ class Engine:
         window = self.context_window
         if window is not None and tokens >= window:
             raise PromptTooLongError(
-                self._count_uncapped(prompt, tokens, window),
+                tokens,
                 window,
                 "model's context window",
                 f"Shorten the prompt or trim the chat history ({TRIM_HINT}); at least one new token must fit.",
@@ -264,7 +270,7 @@ class Engine:
 
     def _run(self, job: Job) -> GenerationResult:
         tokens = self.check_prompt_length(job.prompt)
-        params, notes = self._fit_window(tokens, job.params)
+        params, notes = self._fit_window(tokens, with_fresh_seed(job.params))
         run = Run(job, params.stop)
         started = time.perf_counter()
         output = self.backend.generate(job.prompt, params, run.on_text, job.constraint)
@@ -335,6 +341,18 @@ class Engine:
             backend=self.backend_name,
             notes=("The call ended while it waited for the engine: nothing was generated.",),
         )
+
+
+def with_fresh_seed(params: GenerationParams) -> GenerationParams:
+    """``params`` with a seed of its own when it samples without one.
+
+    The backends' generators start from a fixed seed when none is given (OpenVINO GenAI's rng_seed defaults to 0),
+    so every unseeded temperature-1.0 request would sample the same answer. A fresh seed per request makes sampling
+    random; a given seed still repeats exactly.
+    """
+    if not params.sampling or params.seed is not None:
+        return params
+    return replace(params, seed=secrets.randbelow(MAX_INT_PARAM + 1))
 
 
 def _round_up(tokens: int) -> int:

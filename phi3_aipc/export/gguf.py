@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 from phi3_aipc.errors import ExportError
 from phi3_aipc.export.build import move_into_place, progress_bar
 from phi3_aipc.export.cache import export_cache_path, is_complete, writable_exports_dir, write_manifest
+from phi3_aipc.export.gguf_staging import staging_folder
 from phi3_aipc.export.openvino import OV_DETOKENIZER, OV_TOKENIZER, import_backend_module
 from phi3_aipc.export.plan import ExportPlan
 from phi3_aipc.models.files import read_facts, save_facts
@@ -60,9 +60,8 @@ def convert_gguf(gguf: Path, device_preset: str, *, model_arg: str, progress: bo
     facts = read_facts(gguf, "gguf")
     writable_exports_dir(plan.to)
     log.warning("Converting %s to an OpenVINO IR once; later loads reuse %s.", gguf.name, target)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     started = time.perf_counter()
-    try:
+    with staging_folder(target.parent, f".{target.name}.partial-") as staging:
         steps = [("OpenVINO GenAI reads the GGUF", _save_ir), ("repair the KV-cache ids", _fix_state_ids)]
         if plan.device == "npu":
             cpu_ir = export_cache_path(gguf, gguf_plan("cpu"))
@@ -78,8 +77,6 @@ def convert_gguf(gguf: Path, device_preset: str, *, model_arg: str, progress: bo
         save_facts(staging, facts)
         write_manifest(staging, model_arg, gguf, plan, time.perf_counter() - started, {})
         move_into_place(staging, target, replace=False)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

@@ -29,9 +29,7 @@ import importlib
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +38,7 @@ from typing import IO, Any
 from phi3_aipc.errors import BackendNotInstalledError, ExportError, ModelNotFoundError, Phi3AIPCError
 from phi3_aipc.export.build import move_into_place, progress_bar
 from phi3_aipc.export.cache import export_cache_path, is_complete, writable_exports_dir, write_manifest
+from phi3_aipc.export.gguf_staging import staging_folder
 from phi3_aipc.export.plan import ExportPlan, plan_export
 from phi3_aipc.models.files import ModelFacts, read_facts
 
@@ -103,19 +102,17 @@ def convert_gguf_hf(gguf: Path, device_preset: str, *, model_arg: str, progress:
         target,
         log_path,
     )
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    checkpoint = Path(tempfile.mkdtemp(prefix=f".{target.name}.hf-", dir=target.parent))
     started = time.perf_counter()
-    try:
+    with (
+        staging_folder(target.parent, f".{target.name}.partial-") as staging,
+        staging_folder(target.parent, f".{target.name}.hf-") as checkpoint,
+    ):
         _run_steps(gguf, checkpoint, staging, plan, log_path, progress)
         from phi3_aipc.export.openvino import weight_types
 
         weights = weight_types(staging, plan)
         write_manifest(staging, model_arg, gguf, plan, time.perf_counter() - started, weights)
         move_into_place(staging, target, replace=False)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(checkpoint, ignore_errors=True)
     return target
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,47 @@ def _folder_facts(folder: str, fmt: ArtifactFormat, mtime_ns: int) -> ModelFacts
     )
 
 
+def check_checkpoint_config(folder: Path) -> None:
+    """Refuse a checkpoint whose config.json is not a JSON object naming its model_type (cheap: no transformers).
+
+    Without this, transformers' own reader reports a broken config.json as a bare OSError, TypeError or KeyError.
+    """
+    path = Path(folder) / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        raise _broken_config(path, f"it cannot be read as JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise _broken_config(path, f"it holds a JSON {type(data).__name__}, not an object")
+    model_type = data.get("model_type")
+    if not isinstance(model_type, str) or not model_type.strip():
+        raise _broken_config(
+            path, f"its 'model_type' is {model_type!r}, not an architecture name such as 'phi3'"
+        )
+
+
+def load_checkpoint_config(folder: Path, *, trust_remote_code: bool = False) -> Any:
+    """The checkpoint's ``transformers`` config, every failure of which names config.json and what was wrong."""
+    import transformers
+
+    check_checkpoint_config(folder)
+    path = Path(folder) / "config.json"
+    try:
+        return transformers.AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - transformers raises OSError, ValueError, TypeError, its own errors
+        reason = " ".join(str(exc).split())[:300] or "no message"
+        raise _broken_config(path, f"transformers cannot read it ({type(exc).__name__}: {reason})") from exc
+
+
+def _broken_config(path: Path, reason: str) -> InvalidModelFileError:
+    return InvalidModelFileError(
+        f"'{path}' is not a usable model config: {reason}. Restore the checkpoint's config.json (download the "
+        f"model again), or pass another model."
+    )
+
+
 def save_facts(folder: Path, facts: ModelFacts) -> None:
     """Keep ``facts`` (read from a GGUF) next to the IR converted from it, where ``read_facts`` finds them."""
     saved = {
@@ -168,6 +210,8 @@ def _gguf_facts(path: str, size: int, mtime_ns: int) -> ModelFacts:
             f"not a GGUF at all; download it again, or pass another model."
         ) from exc
     arch = _gguf_value(reader, "general.architecture")
+    if arch:
+        _check_hyperparameters(path, reader, str(arch))
     tokens = _gguf_value(reader, "tokenizer.ggml.tokens") or []
     types = _gguf_value(reader, "tokenizer.ggml.token_type") or []
     return ModelFacts(
@@ -179,6 +223,89 @@ def _gguf_facts(path: str, size: int, mtime_ns: int) -> ModelFacts:
         ),
         matrix_types=frozenset(t.tensor_type.name for t in reader.tensors if len(t.shape) >= 2),
     )
+
+
+def _check_hyperparameters(path: str, reader: Any, arch: str) -> None:
+    """Refuse hyperparameters the loader divides or allocates by when they are impossible or disagree with the
+    tensors: OpenVINO GenAI's GGUF reader trusts them, and e.g. head_count = 0 kills the process with SIGFPE."""
+    hyper = {
+        key[len(arch) + 1 :]: _gguf_value(reader, key) for key in reader.fields if key.startswith(f"{arch}.")
+    }
+    shapes = {t.name: [int(n) for n in t.shape] for t in reader.tensors}
+    problems = [
+        *_impossible_values(hyper),
+        *_inconsistent_heads(hyper),
+        *_tensor_disagreements(hyper, shapes),
+    ]
+    if problems:
+        raise InvalidModelFileError(
+            f"'{path}' has impossible model hyperparameters ({arch}.*): {'; '.join(problems)}. The file's "
+            f"metadata is corrupt or was edited by hand; download the model again, or pass another model."
+        )
+
+
+_GGUF_COUNTS = (
+    "block_count",
+    "context_length",
+    "embedding_length",
+    "feed_forward_length",
+    "attention.head_count",
+)
+_GGUF_POSITIVE_FLOATS = ("attention.layer_norm_rms_epsilon", "attention.layer_norm_epsilon", "rope.freq_base")
+
+
+def _impossible_values(hyper: dict[str, Any]) -> list[str]:
+    problems = [
+        f"{k} is {hyper[k]}, it must be at least 1" for k in _GGUF_COUNTS if _count(hyper.get(k)) == 0
+    ]
+    for key in _GGUF_POSITIVE_FLOATS:
+        number = hyper.get(key)
+        if isinstance(number, float) and not (math.isfinite(number) and number > 0):
+            problems.append(f"{key} is {number}, it must be a positive number")
+    return problems
+
+
+def _inconsistent_heads(hyper: dict[str, Any]) -> list[str]:
+    heads, width = _count(hyper.get("attention.head_count")), _count(hyper.get("embedding_length"))
+    kv_heads = _count(hyper.get("attention.head_count_kv"))
+    problems = []
+    if heads and kv_heads is not None and (kv_heads == 0 or heads % kv_heads):
+        problems.append(
+            f"attention.head_count_kv is {kv_heads}, it must divide attention.head_count ({heads})"
+        )
+    if heads and width and width % heads:
+        problems.append(f"embedding_length ({width}) is not a multiple of attention.head_count ({heads})")
+    return problems
+
+
+def _tensor_disagreements(hyper: dict[str, Any], shapes: dict[str, list[int]]) -> list[str]:
+    """Hyperparameters that disagree with the tensors' own shapes (GGUF lists a tensor's dimensions inner first)."""
+    problems = []
+    layers = {name.split(".")[1] for name in shapes if name.startswith("blk.")}
+    blocks = _count(hyper.get("block_count"))
+    if blocks is not None and layers and blocks != len(layers):
+        problems.append(f"block_count is {blocks}, but the file holds {len(layers)} layers")
+    width, feed_forward = _count(hyper.get("embedding_length")), _count(hyper.get("feed_forward_length"))
+    embedding, up = shapes.get("token_embd.weight"), shapes.get("blk.0.ffn_up.weight")
+    if width is not None and embedding and embedding[0] != width:
+        problems.append(f"embedding_length is {width}, but token_embd.weight is {embedding[0]} wide")
+    if feed_forward is not None and up and len(up) == 2 and up[1] != feed_forward:
+        problems.append(f"feed_forward_length is {feed_forward}, but blk.0.ffn_up.weight has {up[1]} rows")
+    heads, kv_heads = _count(hyper.get("attention.head_count")), _count(hyper.get("attention.head_count_kv"))
+    key = shapes.get("blk.0.attn_k.weight")
+    if heads and kv_heads and width and width % heads == 0 and key and len(key) == 2:
+        expected = kv_heads * (width // heads)
+        if key[1] != expected:
+            problems.append(
+                f"attention.head_count_kv ({kv_heads}) times the head size ({width // heads}) is {expected}, "
+                f"but blk.0.attn_k.weight has {key[1]} rows"
+            )
+    return problems
+
+
+def _count(value: Any) -> int | None:
+    """A scalar integer hyperparameter; None for a missing one or a per-layer list (left to the loader)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _gguf_value(reader: Any, key: str) -> Any:

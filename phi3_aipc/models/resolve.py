@@ -9,6 +9,7 @@ backend needs another format.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,8 @@ def resolve(
         model_id = known.id
     else:
         path, fmt, model_id = _from_path_or_hub(text, revision)
+    if fmt == "hf-checkpoint":
+        files.check_checkpoint_config(path)
     if fmt == "gguf" and "openvino-ir" in info.formats:
         path, fmt = _gguf_as_ir(path, kind, model_id)
     if fmt not in info.formats:
@@ -113,6 +116,7 @@ def resolve_checkpoint(model: str | Path | None, *, revision: str | None = None)
             f"'{path}' is not a Hugging Face checkpoint folder (no config.json). Export needs the original "
             "checkpoint: a folder with config.json, the weights and the tokenizer files, or its Hub repo id."
         )
+    files.check_checkpoint_config(path)
     return path
 
 
@@ -178,12 +182,24 @@ def _convert(
             f"'{path}' is {_describe(fmt)}, which the {backend} backend does not load: it loads "
             f"{' or '.join(_describe(f) for f in formats)}. {hint}"
         )
-    from phi3_aipc.export import auto_export, plan_export
+    from phi3_aipc.export import auto_export, export_cache_path, plan_export
+    from phi3_aipc.export.cache import is_complete
 
     to = _EXPORT_TARGETS[target]
     provider = devices.DEVICE_KINDS[kind].onnx_provider if to == "onnx" else None
     plan = plan_export(to, _preset(kind), precision, provider=provider)
+    if not is_complete(export_cache_path(path.resolve(), plan)) and not _has_own_code(path):
+        # The exporters' own readers report a broken config.json as a bare OSError; an export still to run
+        # pays for transformers anyway, so read the config first. (Custom-code configs are read once trusted.)
+        files.load_checkpoint_config(path)
     return auto_export(path, plan, model_arg=model_id), target  # type: ignore[return-value]
+
+
+def _has_own_code(folder: Path) -> bool:
+    try:
+        return "auto_map" in json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
 
 
 def _gguf_as_ir(path: Path, kind: str, model_id: str) -> tuple[Path, ArtifactFormat]:

@@ -173,6 +173,42 @@ def test_a_schema_the_grammar_refuses_fails_its_request_and_the_engine_goes_on(b
     assert after.completion_tokens == 4 and after.text
 
 
+def test_a_refused_schema_beside_good_requests_fails_alone_without_a_reload(batching: Engine) -> None:
+    """Issue 23 item 9: a schema xgrammar refuses, a plain request and a valid regex one, all at once. Only the
+    refused one fails, the others get their answers, and the pipeline is not reloaded."""
+    refused = {
+        "type": "object",
+        "properties": {"x": {"type": "string"}, "y": {"type": "string"}, "z": {"type": "string"}},
+        "required": ["x", "y", "z"],
+        "maxProperties": 2,
+    }
+    pipeline = batching.backend._steps.pipeline
+    plain_alone = batching.generate(ask(CAPITALS[1]), GenerationParams(max_new_tokens=SURE_TOKENS)).text
+
+    def refused_call() -> Any:
+        try:
+            return batching.generate(
+                ask("Hi"),
+                GenerationParams(max_new_tokens=8),
+                constraint=Constraint("json_schema", json.dumps(refused)),
+            )
+        except InvalidParameterError as exc:
+            return str(exc)  # returned, not raised: at_once re-raises exceptions
+
+    calls = [
+        refused_call,
+        lambda: batching.generate(ask(CAPITALS[1]), GenerationParams(max_new_tokens=SURE_TOKENS)),
+        lambda: batching.generate(
+            ask("Count."), GenerationParams(max_new_tokens=12), constraint=Constraint("regex", "(3 ){4}")
+        ),
+    ]
+    error, plain, regex = at_once(calls)
+    assert isinstance(error, str) and "cannot build a decoding grammar from this json schema" in error
+    assert plain.text == plain_alone
+    assert regex.text == "3 3 3 3 "
+    assert batching.backend._steps.pipeline is pipeline, "the pipeline was reloaded"
+
+
 def test_the_npu_keeps_the_serialising_pipeline() -> None:
     with pytest.raises(UnsupportedFeatureError, match="backend='openvino'"):
         get_engine("smollm2", "npu", backend="openvino-batching", options={"NPUW_DEVICES": "CPU"})

@@ -6,9 +6,14 @@ take the test run down with it: passing means the resolver stopped it first.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import re
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,6 +75,62 @@ def test_broken_gguf_is_refused_before_openvino_sees_it(
     assert str(broken) in str(info.value)
 
 
+def _with_hyperparameter(source: Path, out: Path, key: str, value: float) -> Path:
+    """A copy of ``source`` whose metadata ``key`` reads ``value``: the reader accepts it, the model is impossible."""
+    from gguf import GGUFReader
+
+    shutil.copyfile(source, out)
+    reader = GGUFReader(out, "r+")
+    field = reader.fields[key]
+    field.parts[field.data[0]][0] = value
+    reader.data.flush()
+    del reader
+    return out
+
+
+#: Each once crashed the process (SIGFPE) or gave a raw error inside OpenVINO GenAI's GGUF reader (issue 23 item 10).
+IMPOSSIBLE_HYPERPARAMETERS = {
+    "head_count-0": ("llama.attention.head_count", 0, "attention.head_count is 0"),
+    "embedding_length-1": ("llama.embedding_length", 1, "embedding_length \\(1\\) is not a multiple"),
+    "head_count_kv-0": ("llama.attention.head_count_kv", 0, "head_count_kv is 0"),
+    "head_count-7": ("llama.attention.head_count", 7, "must divide attention.head_count \\(7\\)"),
+    "block_count-31": ("llama.block_count", 31, "block_count is 31, but the file holds 30 layers"),
+    "rms_epsilon-0": ("llama.attention.layer_norm_rms_epsilon", 0.0, "layer_norm_rms_epsilon is 0.0"),
+}
+
+
+@pytest.mark.smollm2
+@pytest.mark.parametrize("name", sorted(IMPOSSIBLE_HYPERPARAMETERS))
+def test_a_gguf_with_impossible_hyperparameters_is_refused_not_a_crash(
+    name: str, smollm2_gguf: Path, tmp_path: Path
+) -> None:
+    key, value, what = IMPOSSIBLE_HYPERPARAMETERS[name]
+    broken = _with_hyperparameter(smollm2_gguf, tmp_path / "model.gguf", key, value)
+    # In a child process: before the check, this load killed the process, which would take the test run with it.
+    child = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_REPORT, str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PHI3_AIPC_CACHE": str(tmp_path / "cache")},
+    )
+    assert child.returncode == 0, f"the load died (exit {child.returncode}): {child.stderr[-500:]}"
+    kind, _, message = child.stdout.strip().splitlines()[-1].partition(": ")
+    assert kind == "InvalidModelFileError" and str(broken) in message
+    assert re.search(what, message), message
+
+
+LOAD_AND_REPORT = """
+import sys
+from phi3_aipc import get_engine
+try:
+    get_engine(sys.argv[1], "cpu")
+    print("loaded: no error")
+except Exception as exc:
+    print(f"{type(exc).__name__}: {exc}")
+"""
+
+
 @pytest.mark.smollm2
 def test_the_gguf_states_its_context_window_and_special_tokens(smollm2_gguf: Path) -> None:
     from phi3_aipc.models.files import read_facts
@@ -85,6 +146,41 @@ def test_the_gguf_states_its_context_window_and_special_tokens(smollm2_gguf: Pat
 
 
 # -- OpenVINO IR folders -----------------------------------------------------------------------------------------
+# -- a Hugging Face checkpoint's config.json ------------------------------------------------------------------------
+def _edited_config(edit):
+    def write(config: Path) -> None:
+        data = json.loads(config.read_text())
+        edit(data)
+        config.write_text(json.dumps(data))
+
+    return write
+
+
+BROKEN_CONFIGS = {
+    "truncated": (lambda c: c.write_text(c.read_text()[:100]), "cannot be read as JSON"),
+    "not-utf8": (lambda c: c.write_bytes(b"\xff\xfe{"), "cannot be read as JSON"),
+    "a-list": (lambda c: c.write_text("[1, 2]"), "holds a JSON list, not an object"),
+    "no-model-type": (_edited_config(lambda d: d.pop("model_type")), "'model_type' is None"),
+    "unknown-model-type": (_edited_config(lambda d: d.update(model_type="nonsense")), "nonsense"),
+    "wrong-field-type": (_edited_config(lambda d: d.update(hidden_size="big")), "hidden_size"),
+}
+
+
+@pytest.mark.parametrize("backend", ["transformers", "openvino"])
+@pytest.mark.parametrize("broken", sorted(BROKEN_CONFIGS))
+def test_a_broken_config_json_is_a_typed_error_naming_the_file(
+    tiny_phi3_hf: Path, tmp_path: Path, backend: str, broken: str
+) -> None:
+    """Issue 23 item 13: transformers' raw OSError / TypeError / ValueError become one error naming config.json
+    (the openvino backend would export the checkpoint: the config is read before the exporter runs)."""
+    folder = Path(shutil.copytree(tiny_phi3_hf, tmp_path / "hf"))
+    edit, what = BROKEN_CONFIGS[broken]
+    edit(folder / "config.json")
+    with pytest.raises(InvalidModelFileError, match=what) as info:
+        get_engine(str(folder), "cpu", backend=backend)
+    assert f"{folder / 'config.json'}' is not a usable model config" in str(info.value)
+
+
 def test_ir_without_any_tokenizer_names_the_folder(tiny_phi3_ov: Path, tmp_path: Path) -> None:
     folder = Path(shutil.copytree(tiny_phi3_ov, tmp_path / "ir"))
     for name in (*TOKENIZER_IR, *HF_TOKENIZER):
