@@ -1189,6 +1189,9 @@ def _(ctx: Ctx) -> dict[str, Any]:
 @case("gguf-without-gguf-package-is-not-loaded-blind", 5, "engine", Raises(r"'gguf' package"))
 def _(ctx: Ctx) -> dict[str, Any]:
     sys.modules["gguf"] = None  # type: ignore[assignment]  # as if the package were not installed
+    os.environ["PHI3_AIPC_CACHE"] = (
+        tempfile.mkdtemp()
+    )  # no IR converted earlier: the GGUF itself must be read
     engine = smol()
     return {"context_window": engine.context_window}
 
@@ -1363,13 +1366,25 @@ def _(ctx: Ctx) -> dict[str, Any]:
     return _refused(lambda: lc_chat(max_tokens=1).invoke([ChatMessage(role="wizard", content="Hi")]))
 
 
-@case("lc-image-block", 6, "LangChain", Raises(r"image.*text only|text only.*image"))
+def _png_base64() -> str:
+    """A real 8x8 PNG, base64 (Pillow): images are decoded at the door, so a text-only model sees a valid one."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@case("lc-image-block", 6, "LangChain", Raises(r"takes text only.*images"))
 def _(ctx: Ctx) -> dict[str, Any]:
     from langchain_core.messages import HumanMessage
 
     content = [
         {"type": "text", "text": "What is this?"},
-        {"type": "image", "url": "https://example.com/a.png"},
+        {"type": "image", "base64": _png_base64(), "mime_type": "image/png"},
     ]
     return _refused(lambda: lc_chat(max_tokens=1).invoke([HumanMessage(content=content)]))
 
@@ -1395,13 +1410,14 @@ def _(ctx: Ctx) -> dict[str, Any]:
     }
 
 
-@case("li-image-block", 6, "LlamaIndex", Raises(r"ImageBlock.*text only"))
+@case("li-image-block", 6, "LlamaIndex", Raises(r"takes text only.*images"))
 def _(ctx: Ctx) -> dict[str, Any]:
+    import base64
+
     from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock
 
-    message = ChatMessage(
-        role="user", blocks=[TextBlock(text="What is this?"), ImageBlock(url="https://example.com/a.png")]
-    )
+    png = base64.b64decode(_png_base64())
+    message = ChatMessage(role="user", blocks=[TextBlock(text="What is this?"), ImageBlock(image=png)])
     return _refused(lambda: li_llm(max_new_tokens=1).chat([message]))
 
 
@@ -1936,10 +1952,14 @@ def _(ctx: Ctx) -> dict[str, Any]:
 )
 def _(ctx: Ctx) -> dict[str, Any]:
     from phi3_aipc import get_engine
+    from phi3_aipc.testing.precision import LLM_F32
 
-    prompt = [{"role": "user", "content": "def parse_header(line):"}]
-    cpu = get_engine(str(ctx.tiny_ov), "cpu").generate(prompt, forced(16))
-    on_npu = npu(ctx).generate(prompt, forced(16))
+    prompt = [{"role": "user", "content": "Tell me about the weather in Paris"}]
+    cpu = get_engine(str(ctx.tiny_ov), "cpu", options=LLM_F32).generate(prompt, forced(16))
+    # tests/test_engine.py's shapes: at MAX_PROMPT_LEN 256 the static pipeline's kernels round apart from the CPU's
+    # on this random model's near-ties by the 6th token (seen on an AVX-512 BF16 CPU); at 128 they agree.
+    shapes = {**NPU_OPTIONS, "MAX_PROMPT_LEN": 128}
+    on_npu = get_engine(str(ctx.tiny_ov), "npu", options=shapes).generate(prompt, forced(16))
     return {"same": cpu.text == on_npu.text, "tokens": on_npu.completion_tokens}
 
 
@@ -2608,7 +2628,7 @@ def _(ctx: Ctx) -> dict[str, Any]:
     "remote-stream-over-window",
     3,
     "LangChain remote mode",
-    Raises(r"context window", ("InvalidParameterError",)),
+    Raises(r"context window", ("PromptTooLongError",)),
 )
 def _(ctx: Ctx) -> dict[str, Any]:
     from langchain_phi3_aipc import ChatPhi3AIPC
@@ -2678,16 +2698,16 @@ def _(ctx: Ctx) -> dict[str, Any]:
 
 
 @case(
-    "server-image-url-part-error",
+    "server-unsupported-part-error",
     6,
     "server",
     Returns(
         "400 naming the part",
-        lambda f: f["status"] == 400 and f["param"] == "messages.0.content" and "image_url" in f["message"],
+        lambda f: f["status"] == 400 and f["param"] == "messages.0.content" and "input_audio" in f["message"],
     ),
 )
 def _(ctx: Ctx) -> dict[str, Any]:
-    part = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    part = {"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}}
     with _served() as server:
         return _post(server.base_url, {**ROUND3_BODY, "messages": [{"role": "user", "content": [part]}]})
 
@@ -2845,8 +2865,16 @@ def _gave_way(f: dict[str, Any]) -> bool:
     return f["held_finish"] == "cancelled" and f["noted"] and f["next_tokens"] >= 1
 
 
+def _short_idle() -> None:
+    """A held stream gives way after IDLE_S (2 s) unread: a fast CPU decodes BUDGET tokens sooner, so cut it here."""
+    import phi3_aipc.engine.streams as streams
+
+    streams.IDLE_S = 0.25
+
+
 @case("lc-stream-held-not-iterated", 20, "LangChain", Returns("gave way to the next caller", _gave_way))
 def _(ctx: Ctx) -> dict[str, Any]:
+    _short_idle()
     held = lc_chat(max_tokens=BUDGET).stream(LONG_ASK)
     merged = next(held)
     answer = lc_chat(max_tokens=2).invoke("Hi")
@@ -2861,6 +2889,7 @@ def _(ctx: Ctx) -> dict[str, Any]:
 
 @case("engine-stream-held-not-iterated", 20, "engine", Returns("gave way to the next caller", _gave_way))
 def _(ctx: Ctx) -> dict[str, Any]:
+    _short_idle()
     engine = smol()
     held = engine.stream(LONG_ASK, forced())
     next(held)
@@ -2878,6 +2907,8 @@ def _(ctx: Ctx) -> dict[str, Any]:
 
 @case("lc-astream-held-not-iterated", 20, "LangChain", Returns("gave way to the next caller", _gave_way))
 def _(ctx: Ctx) -> dict[str, Any]:
+    _short_idle()
+
     async def main() -> dict[str, Any]:
         held = lc_chat(max_tokens=BUDGET).astream(LONG_ASK)
         merged = await held.__anext__()
