@@ -7,9 +7,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from phi3_aipc import DEFAULT_MODEL, Engine, GenerationParams, GenerationResult, get_engine
-from phi3_aipc.backends.options import with_speed_options
 from phi3_aipc.context import TrimReport
 from phi3_aipc.engine import aget_engine
+from phi3_aipc.engine.load_options import with_speed_options
 from phi3_aipc.errors import InvalidParameterError
 
 #: Per-call keyword arguments that override a field for one call.

@@ -36,10 +36,10 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 
 from llama_index_phi3_aipc import _convert
-from phi3_aipc.backends.options import with_speed_options
 from phi3_aipc.chat import ChatTurn, JsonFormat, TextDelta, TurnDone, TurnEvent, TurnResult
 from phi3_aipc.context import prompt_budget
 from phi3_aipc.engine import Engine, aget_engine, get_engine
+from phi3_aipc.engine.load_options import with_speed_options
 from phi3_aipc.errors import InvalidParameterError, Phi3AIPCError
 from phi3_aipc.models import DEFAULT_MODEL
 from phi3_aipc.params import DEFAULT_MAX_NEW_TOKENS, GenerationParams, GenerationResult

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from phi3_aipc.backends.options import with_speed_options
 from phi3_aipc.cli import serve
 from phi3_aipc.cli.common import engine_options
+from phi3_aipc.engine.load_options import with_speed_options
 from phi3_aipc.errors import InvalidParameterError
 from phi3_aipc.testing.precision import LLM_F32_STEPS
 

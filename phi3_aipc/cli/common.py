@@ -43,7 +43,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """The --option pairs plus --prompt-lookup / --draft-model, as get_engine's options."""
-    from phi3_aipc.backends.options import with_speed_options
+    from phi3_aipc.engine.load_options import with_speed_options
 
     return with_speed_options(parse_options(args.option), args.prompt_lookup, args.draft_model)
 
