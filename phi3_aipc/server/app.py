@@ -207,7 +207,8 @@ def create_app(load: Callable[[], Engine] | Engine, config: ServerConfig) -> Fas
             if body.stream:
                 await asyncio.to_thread(_check_turn, turn, engine)
                 include_usage = body.stream_options is not None and body.stream_options.include_usage
-                return _sse(request, closing, _chat_events(turn, engine, config.model_id, include_usage))
+                events = await _started(request, closing, turn.astream(engine))
+                return _sse(request, closing, _chat_events(events, config.model_id, include_usage))
             result = await _unless_gone(request, closing, turn.arun(engine))
         except Phi3AIPCError as exc:
             return error_response(exc)
@@ -522,13 +523,38 @@ async def _wait_for_disconnect(request: Request) -> None:
         pass
 
 
+async def _started(request: Request, closing: Closing, stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """``stream`` once its first event has come: what fails at a generation's start (a constraint that the backend's
+    grammar compiler refuses, which no check before it can see) is then a JSON error with its status, not a 200
+    followed by an error event. The status line waits for the first token instead of going out at once."""
+    try:
+        first = await _unless_gone(request, closing, anext(stream, _END))
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            await stream.aclose()  # type: ignore[attr-defined]
+        raise
+    return _prepended(first, stream)
+
+
+async def _prepended(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    try:
+        if first is _END:
+            return
+        yield first
+        async for item in rest:
+            yield item
+    finally:
+        with contextlib.suppress(BaseException):
+            await rest.aclose()  # type: ignore[attr-defined]
+
+
 async def _chat_events(
-    turn: Any, engine: Engine, model: str, include_usage: bool
+    events: AsyncIterator[Any], model: str, include_usage: bool
 ) -> AsyncIterator[dict[str, Any]]:
     completion_id, created = mapping.new_id("chatcmpl"), int(time.time())
     calls = 0
     yield mapping.chat_chunk(completion_id, model, created, {"role": "assistant", "content": ""})
-    async for event in turn.astream(engine):
+    async for event in events:
         if isinstance(event, TextDelta):
             delta: dict[str, Any] = {"content": event.text}
         elif isinstance(event, ToolCall):

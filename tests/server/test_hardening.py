@@ -162,6 +162,28 @@ def test_a_streamed_prompt_over_the_window_is_a_400(served: Served) -> None:
     assert error_of(response, 400)["code"] == "context_length_exceeded"
 
 
+def test_a_streamed_schema_the_grammar_refuses_is_a_json_error_and_streams_go_on(served: Served) -> None:
+    """A schema xgrammar refuses only while compiling it, as the generation starts: the status line waits for the
+    stream's first event, so the client gets the error's status and JSON body instead of a 200 and an error event."""
+    import httpx
+
+    refused = {
+        "type": "object",
+        "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+        "required": ["a", "b"],
+        "maxProperties": 1,
+    }
+    response_format = {"type": "json_schema", "json_schema": {"name": "r", "schema": refused}}
+    body = {**OK_BODY, "stream": True, "response_format": response_format}
+    with httpx.stream("POST", f"{served.base_url}/chat/completions", json=body, headers=AUTH) as response:
+        response.read()
+    assert error_of(response, 400)["message"]
+    ok = {**OK_BODY, "stream": True}
+    with httpx.stream("POST", f"{served.base_url}/chat/completions", json=ok, headers=AUTH) as response:
+        lines = [line for line in response.iter_lines() if line.startswith("data:")]
+    assert response.status_code == 200 and lines[-1] == "data: [DONE]" and len(lines) > 2
+
+
 def test_remote_mode_reports_the_window_as_the_in_process_error(served: Served) -> None:
     """Remote mode raises what the in-process engine raises for an over-long prompt, not a connection error."""
     pytest.importorskip("langchain_core")
