@@ -1038,14 +1038,22 @@ def _async_dropped(make: Callable[[], Any]) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
         probe = Probe(smol())
         count = 0
+        at_break = 0
         async for _ in make():
             count += 1
             if count == TRIGGER:
+                at_break = probe.deltas[0]
                 break
         gc.collect()
         await asyncio.sleep(0.2)  # the event loop's async-generator finaliser runs aclose()
         free = await asyncio.to_thread(probe.settle)
-        return {"backend_deltas": probe.deltas[0] if probe.deltas else 0, "engine_free": free}
+        made = probe.deltas[0] if probe.deltas else 0
+        return {
+            "backend_deltas": made,
+            "at_break": at_break,
+            "after_break": made - at_break,
+            "engine_free": free,
+        }
 
     return asyncio.run(main())
 
