@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import aclosing
 from operator import itemgetter
 from typing import Any, Literal
 
@@ -265,11 +266,13 @@ class ChatPhi3AIPC(Phi3AIPCFields, BaseChatModel):
         turn = self._turn(messages, stop, kwargs)
         model = kwargs.get("model") or self.model
         chunks = _Chunker(model)
-        async for event in turn.astream(await self._aget_engine(model)):
-            chunk = chunks.of(event)
-            if run_manager:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
+        # aclosing: a reader that stops closes the turn (and its generation) in the same aclose()
+        async with aclosing(turn.astream(await self._aget_engine(model))) as events:
+            async for event in events:
+                chunk = chunks.of(event)
+                if run_manager:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
 
     # -- tools and structured output -----------------------------------------------------------------------------
     def bind_tools(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Literal
 
 from llama_index.core.base.llms.types import (
@@ -422,8 +423,11 @@ class Phi3AIPC(FunctionCallingLLM):
 
         async def gen() -> ChatResponseAsyncGen:
             responses = _StreamedResponses()
-            async for event in turn.astream(engine):
-                yield responses.of(event)
+            async with aclosing(
+                turn.astream(engine)
+            ) as events:  # a reader that stops closes the generation now
+                async for event in events:
+                    yield responses.of(event)
 
         return gen()
 
@@ -545,8 +549,9 @@ class Phi3AIPC(FunctionCallingLLM):
 
         async def gen() -> AsyncIterator[Any]:
             partial = _PartialObjects(output_cls)
-            async for event in turn.astream(engine):
-                yield partial.of(event)
+            async with aclosing(turn.astream(engine)) as events:
+                async for event in events:
+                    yield partial.of(event)
 
         return gen()
 

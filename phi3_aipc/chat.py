@@ -25,6 +25,7 @@ import asyncio
 import concurrent.futures
 import json
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -245,17 +246,21 @@ class ChatTurn:
         yield from again._stream_once(engine) if again is not None else events
 
     async def astream(self, engine: Any) -> AsyncIterator[TurnEvent]:
+        # aclosing: a reader that stops (a break, a dropped stream) closes the layers below in the same aclose(), so
+        # the generation is cancelled now, not after the event loop finalises each abandoned generator in turn.
         if not self._just_answered():
-            async for event in self._astream_once(engine):
-                yield event
+            async with aclosing(self._astream_once(engine)) as events:
+                async for event in events:
+                    yield event
             return
         events = [event async for event in self._astream_once(engine)]
         again = (
             self._answer_instead(events[-1].result) if events and isinstance(events[-1], TurnDone) else None
         )
         if again is not None:
-            async for event in again._astream_once(engine):
-                yield event
+            async with aclosing(again._astream_once(engine)) as retried:
+                async for event in retried:
+                    yield event
             return
         for event in events:
             yield event
