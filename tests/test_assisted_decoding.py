@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from phi3_aipc import GenerationParams, get_engine
-from phi3_aipc.backends.openvino_assist import NPU_NOTE
+from phi3_aipc.backends.openvino_assist import ASSISTED_MIN_GENAI, NPU_NOTE, genai_version
 from phi3_aipc.errors import InvalidParameterError, ModelNotFoundError
 from phi3_aipc.models.catalogue import PHI3_MINI_DRAFT, draft_for, find
 from phi3_aipc.params import Constraint
@@ -36,6 +36,10 @@ COPY = [
 CHAT = [{"role": "user", "content": "What is the capital of France?"}]
 NPU = {"NPUW_DEVICES": "CPU", "MAX_PROMPT_LEN": 256, "MIN_RESPONSE_LEN": 64}
 TINY_PROMPT = [{"role": "user", "content": "Hello, how are you?"}]
+#: Assisted decoding is refused below ASSISTED_MIN_GENAI (.ci/lowest runs the floor, 2025.4): those tests run above.
+needs_assisted = pytest.mark.skipif(
+    genai_version() < ASSISTED_MIN_GENAI, reason="assisted decoding needs a newer openvino-genai"
+)
 
 
 def _engine(model: Path | str, **options: Any) -> Any:
@@ -43,6 +47,7 @@ def _engine(model: Path | str, **options: Any) -> Any:
 
 
 # -- prompt lookup ---------------------------------------------------------------------------------------------------
+@needs_assisted
 def test_prompt_lookup_keeps_greedy_output_token_identical_on_a_real_model(smollm2_gguf: Path) -> None:
     off = _engine(smollm2_gguf, prompt_lookup=False)
     on = _engine(smollm2_gguf, prompt_lookup=True)
@@ -57,6 +62,7 @@ def test_prompt_lookup_keeps_greedy_output_token_identical_on_a_real_model(smoll
     assert 0 < copied.acceptance_rate <= 1
 
 
+@needs_assisted
 def test_prompt_lookup_streams_the_same_text_and_cuts_stops_at_the_character(smollm2_gguf: Path) -> None:
     on = _engine(smollm2_gguf, prompt_lookup=True)
     whole = on.generate(COPY, GREEDY)
@@ -68,6 +74,7 @@ def test_prompt_lookup_streams_the_same_text_and_cuts_stops_at_the_character(smo
     assert cut.text == whole.text[: whole.text.index(stop)]
 
 
+@needs_assisted
 def test_prompt_lookup_keeps_constrained_decoding(smollm2_gguf: Path) -> None:
     schema = {
         "type": "object",
@@ -81,6 +88,7 @@ def test_prompt_lookup_keeps_constrained_decoding(smollm2_gguf: Path) -> None:
     assert set(parsed) == {"name", "age"} and isinstance(parsed["age"], int)
 
 
+@needs_assisted
 def test_prompt_lookup_is_off_by_default_and_true_drafts_five(smollm2_gguf: Path) -> None:
     # Off by default: at the CPU's default precision it changed greedy text (openvino_assist.PROMPT_LOOKUP_AUTO_KINDS).
     default = _engine(smollm2_gguf)
@@ -132,6 +140,7 @@ def tiny_phi3_other_seed_ov(model_cache: Path) -> Path:
     )
 
 
+@needs_assisted
 def test_a_draft_model_keeps_greedy_output_token_identical_on_a_real_model(smollm2_gguf: Path) -> None:
     plain = _engine(smollm2_gguf, prompt_lookup=False)
     drafted = _engine(smollm2_gguf, draft_model="smollm2")  # its own draft: the catalogue name resolves
@@ -143,6 +152,7 @@ def test_a_draft_model_keeps_greedy_output_token_identical_on_a_real_model(smoll
         assert result.assisted.acceptance_rate == 1.0  # a model agrees with itself
 
 
+@needs_assisted
 def test_a_rejected_draft_still_gives_the_models_own_output(
     tiny_phi3_ov: Path, tiny_phi3_other_seed_ov: Path
 ) -> None:
@@ -154,6 +164,7 @@ def test_a_rejected_draft_still_gives_the_models_own_output(
     assert result.assisted.acceptance_rate is not None and result.assisted.acceptance_rate < 1.0
 
 
+@needs_assisted
 def test_a_draft_model_runs_on_the_npu_pipeline(tiny_phi3_ov: Path) -> None:
     expected = get_engine(str(tiny_phi3_ov), "npu", "openvino", NPU).generate(TINY_PROMPT, GREEDY)
     drafted = get_engine(str(tiny_phi3_ov), "npu", "openvino", {**NPU, "draft_model": str(tiny_phi3_ov)})
@@ -182,3 +193,15 @@ def test_the_catalogue_pairs_phi3_mini_with_its_fastdraft_draft() -> None:
     assert draft.builds[("openvino-ir", "NPU")] == ("OpenVINO/Phi-3-mini-FastDraft-50M-int8-sym-ov", None)
     with pytest.raises(ModelNotFoundError, match="draft_model='auto' needs a model with a known draft"):
         draft_for("smollm2")
+
+
+@pytest.mark.skipif(genai_version() >= ASSISTED_MIN_GENAI, reason="runs on an openvino-genai below the floor")
+def test_assisted_decoding_on_an_older_openvino_genai_is_refused_naming_the_upgrade(
+    smollm2_gguf: Path,
+) -> None:
+    from phi3_aipc.errors import UnsupportedFeatureError
+
+    with pytest.raises(
+        UnsupportedFeatureError, match=r"prompt_lookup needs openvino-genai >= 2026\.4.*pip install"
+    ):
+        _engine(smollm2_gguf, prompt_lookup=True).generate(CHAT, GREEDY)

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from phi3_aipc.backends.options import parse_flag
 from phi3_aipc.devices import device_kind, normalise_device
-from phi3_aipc.errors import InvalidParameterError
+from phi3_aipc.errors import InvalidParameterError, UnsupportedFeatureError
 from phi3_aipc.params import AssistedDecoding
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,30 @@ NPU_NOTE = (
 )
 
 Method = Literal["prompt_lookup", "draft_model"]
+#: The oldest openvino-genai that assisted decoding was verified on. On 2025.4 (the openvino extra's floor) a prompt-
+#: lookup or draft-model pipeline failed on SmolLM2 with "PagedAttentionExtension ... m_dims=[54,576,]
+#: expect_dims=[54,560,]", so older versions are refused rather than left to fail inside generate().
+ASSISTED_MIN_GENAI = (2026, 4)
+
+
+def genai_version() -> tuple[int, int]:
+    """openvino-genai's (major, minor), e.g. (2026, 4) for '2026.4.1.0-3408-...'."""
+    import openvino_genai as ov_genai
+
+    major, minor = ov_genai.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def check_genai_version(method: str) -> None:
+    """Refuse assisted decoding on an openvino-genai older than it was verified on, naming the upgrade."""
+    have = genai_version()
+    if have < ASSISTED_MIN_GENAI:
+        need = ".".join(map(str, ASSISTED_MIN_GENAI))
+        raise UnsupportedFeatureError(
+            f"{method} needs openvino-genai >= {need} (installed: {have[0]}.{have[1]}; on 2025.4 it failed inside "
+            f"generate()). Upgrade with: pip install -U 'openvino-genai>={need}' 'openvino-tokenizers>={need}', "
+            f"or turn {method} off."
+        )
 
 
 @dataclass(frozen=True)
@@ -113,10 +137,11 @@ def _prompt_lookup(asked: bool | None, device: str, tokens: int, ngram: int) -> 
 def pipeline_options(assist: Assist, device: str, plain: Mapping[str, Any]) -> dict[str, Any]:
     """The LLMPipeline keyword arguments for ``assist``. A draft on the model's kind of device gets the model's
     device properties (precision, compile cache; on the NPU its prompt sizes); on another kind, the cache only."""
+    if assist.method is None:
+        return {}
+    check_genai_version(assist.method)
     if assist.method == "prompt_lookup":
         return {"prompt_lookup": True}
-    if assist.method != "draft_model":
-        return {}
     import openvino_genai as ov_genai
 
     draft_device = assist.draft_device or device
