@@ -1044,8 +1044,11 @@ def _async_dropped(make: Callable[[], Any]) -> dict[str, Any]:
             if count == TRIGGER:
                 at_break = probe.deltas[0]
                 break
-        gc.collect()
-        await asyncio.sleep(0.2)  # the event loop's async-generator finaliser runs aclose()
+        # The event loop's async-generator finaliser runs aclose() at its next turns; a full gc.collect() first
+        # (hundreds of ms with torch loaded) would hold the loop, and so the release, back by its own length.
+        await asyncio.sleep(0.2)
+        gc.collect()  # then whatever only a collection frees
+        await asyncio.sleep(0.2)
         free = await asyncio.to_thread(probe.settle)
         made = probe.deltas[0] if probe.deltas else 0
         return {
