@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import openvino_genai as ov_genai
@@ -309,22 +309,41 @@ _BROKEN_IR_SIGNS = ("Unable to read the model", "is_valid_weights_range", "Incor
 
 def _make_pipeline(artifact: Artifact, device: str, config: dict[str, Any]) -> Any:
     """``LLMPipeline``, with OpenVINO's "Unsupported property" turned into an error naming the option."""
+    npu = "; on the NPU: MAX_PROMPT_LEN, MIN_RESPONSE_LEN, GENERATE_HINT, NPUW_DEVICES"
+    return open_pipeline(
+        ov_genai.LLMPipeline,
+        artifact,
+        device,
+        config,
+        broken=f"OpenVINO could not read the model in '{artifact.path}' ({{first}}). Its IR files "
+        f"(openvino_model.xml / .bin) look broken or incomplete: export the model again (`phi3-aipc export`) "
+        f"or download it again.",
+        unknown=f"OpenVINO on {device} does not know the option(s) {{names}}. Pass OpenVINO properties "
+        f"the device supports (e.g. PERFORMANCE_HINT, NUM_STREAMS, INFERENCE_PRECISION_HINT, CACHE_DIR"
+        f"{npu if device_kind(device) == 'NPU' else ''}), "
+        f"or 'revision' for the Hub download. `phi3-aipc doctor` lists the devices.",
+    )
+
+
+def open_pipeline(
+    make: Callable[..., Any],
+    artifact: Artifact,
+    device: str,
+    config: dict[str, Any],
+    *,
+    broken: str,
+    unknown: str,
+) -> Any:
+    """``make(path, device, **config)`` (an OpenVINO GenAI pipeline class), with a damaged IR and an option the
+    device does not know turned into typed errors: ``broken`` and ``unknown`` are their messages, formatted with
+    ``first`` (OpenVINO's last line) and ``names`` (the options)."""
     try:
-        return ov_genai.LLMPipeline(str(artifact.path), device, **config)
+        return make(str(artifact.path), device, **config)
     except RuntimeError as exc:
         if any(sign in str(exc) for sign in _BROKEN_IR_SIGNS):
             first = str(exc).strip().splitlines()[-1][:300]
-            raise InvalidModelFileError(
-                f"OpenVINO could not read the model in '{artifact.path}' ({first}). Its IR files "
-                f"(openvino_model.xml / .bin) look broken or incomplete: export the model again (`phi3-aipc export`) "
-                f"or download it again."
-            ) from exc
-        unknown = [key for key in config if f"Unsupported property {key} " in str(exc)]
-        if not unknown:
+            raise InvalidModelFileError(broken.format(first=first)) from exc
+        names = [key for key in config if f"Unsupported property {key} " in str(exc)]
+        if not names:
             raise
-        raise InvalidParameterError(
-            f"OpenVINO on {device} does not know the option(s) {', '.join(unknown)}. Pass OpenVINO properties "
-            f"the device supports (e.g. PERFORMANCE_HINT, NUM_STREAMS, INFERENCE_PRECISION_HINT, CACHE_DIR"
-            f"{'; on the NPU: MAX_PROMPT_LEN, MIN_RESPONSE_LEN, GENERATE_HINT, NPUW_DEVICES' if device_kind(device) == 'NPU' else ''}), "
-            f"or 'revision' for the Hub download. `phi3-aipc doctor` lists the devices."
-        ) from exc
+        raise InvalidParameterError(unknown.format(names=", ".join(names))) from exc

@@ -23,17 +23,16 @@ import openvino_genai as ov_genai
 from phi3_aipc import images as image_checks
 from phi3_aipc.backends.base import TextCallback
 from phi3_aipc.backends.openvino_genai import (
-    _BROKEN_IR_SIGNS,
     OpenVINOGenAIBackend,
     _output,
     _pick_target,
     _pipeline_config,
     _upper_keys,
+    open_pipeline,
 )
 from phi3_aipc.devices import DEVICE_KINDS, device_kind, refuse_kind
 from phi3_aipc.errors import (
     InvalidImageError,
-    InvalidModelFileError,
     InvalidParameterError,
     PromptTooLongError,
     UnsupportedFeatureError,
@@ -182,19 +181,13 @@ def _image_size(device: str, value: Any) -> tuple[int, int] | None:
 
 
 def _make_vlm_pipeline(artifact: Artifact, device: str, config: dict[str, Any]) -> Any:
-    try:
-        return ov_genai.VLMPipeline(str(artifact.path), device, **config)
-    except RuntimeError as exc:
-        if any(sign in str(exc) for sign in _BROKEN_IR_SIGNS):
-            first = str(exc).strip().splitlines()[-1][:300]
-            raise InvalidModelFileError(
-                f"OpenVINO could not read the vision model in '{artifact.path}' ({first}). Its IR files look broken "
-                f"or incomplete: download or export it again."
-            ) from exc
-        unknown = [key for key in config if f"Unsupported property {key} " in str(exc)]
-        if not unknown:
-            raise
-        raise InvalidParameterError(
-            f"OpenVINO's VLMPipeline on {device} does not know the option(s) {', '.join(unknown)}. Pass OpenVINO "
-            f"properties the device supports (`phi3-aipc doctor` lists the devices)."
-        ) from exc
+    return open_pipeline(
+        ov_genai.VLMPipeline,
+        artifact,
+        device,
+        config,
+        broken=f"OpenVINO could not read the vision model in '{artifact.path}' ({{first}}). Its IR files look broken "
+        f"or incomplete: download or export it again.",
+        unknown=f"OpenVINO's VLMPipeline on {device} does not know the option(s) {{names}}. Pass OpenVINO "
+        f"properties the device supports (`phi3-aipc doctor` lists the devices).",
+    )
