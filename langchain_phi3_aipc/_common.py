@@ -166,6 +166,8 @@ def response_metadata(
         "ttft_ms": timings.ttft_ms,
         "tpot_ms": timings.tpot_ms,
         "tokens_per_second": timings.tokens_per_second,
+        # Time spent waiting for the engine (behind other requests or its warm-up), apart from ttft_ms.
+        "queued_ms": timings.queued_ms,
         # What the engine changed to make the request fit (e.g. max_tokens lowered to the room left in the window).
         "notes": list(result.notes),
     }

@@ -148,6 +148,7 @@ def usage(result: GenerationResult) -> dict[str, Any]:
         "ttft_ms": timings.ttft_ms,
         "tpot_ms": timings.tpot_ms,
         "tokens_per_second": timings.tokens_per_second,
+        "queued_ms": timings.queued_ms,
         "finish_reason": result.finish_reason,
     }
 

@@ -209,6 +209,9 @@ class Timings:
     tpot_ms: float | None = None
     tokens_per_second: float | None = None
     generate_ms: float | None = None
+    #: How long the request waited for its turn before it started: behind other requests, or behind the engine's
+    #: warm-up (see ``Engine.warm_up``). Not part of ttft_ms, which starts when generation does.
+    queued_ms: float | None = None
 
 
 @dataclass(frozen=True)

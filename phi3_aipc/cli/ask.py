@@ -41,9 +41,11 @@ def run(args: argparse.Namespace) -> int:
     result = stream.result
     assert result is not None
     t = result.timings
+    # The only request before this one is the engine's warm-up: say what waiting for it cost.
+    waited = f"{t.queued_ms:.0f} ms behind the warm-up, " if t.queued_ms and t.queued_ms >= 1 else ""
     print(
         f"[{_where(result.backend, result.device, options)}, model {result.model}] load {t.load_ms or 0:.0f} ms, "
-        f"TTFT {t.ttft_ms or 0:.0f} ms, {t.tokens_per_second or 0:.1f} tokens/s, "
+        f"{waited}TTFT {t.ttft_ms or 0:.0f} ms, {t.tokens_per_second or 0:.1f} tokens/s, "
         f"{result.prompt_tokens} prompt + {result.completion_tokens} completion tokens, finish: {result.finish_reason}",
         file=sys.stderr,
     )

@@ -37,12 +37,14 @@ def get_engine(
     device: str | None = "auto",
     backend: str | None = None,
     options: Mapping[str, Any] | None = None,
+    warm_up: bool = True,
 ) -> Engine:
     """The process-wide engine for (model, device, backend, options), loading it on first use.
 
     The model and device are resolved first (an alias, a repo id and a path to the same files are one model;
     'auto' becomes the device it picks), so every wrapper that means the same thing shares one loaded model.
-    Concurrent first calls load once. ``release_engine`` or ``clear_engines`` free it.
+    Concurrent first calls load once. ``release_engine`` or ``clear_engines`` free it. A newly loaded engine starts
+    its warm-up in the background (``Engine.warm_up``) unless ``warm_up`` is False.
     """
     from phi3_aipc.backends import prepare
 
@@ -65,6 +67,8 @@ def get_engine(
             engine = Engine(request.load())
             with _engines_lock:
                 _engines[key] = engine
+    if warm_up:
+        engine.warm_up()
     return engine
 
 
@@ -78,9 +82,10 @@ async def aget_engine(
     device: str | None = "auto",
     backend: str | None = None,
     options: Mapping[str, Any] | None = None,
+    warm_up: bool = True,
 ) -> Engine:
     """``get_engine`` without blocking the event loop or taking threads from asyncio's default pool."""
-    return await asyncio.wrap_future(_loader.submit(get_engine, model, device, backend, options))
+    return await asyncio.wrap_future(_loader.submit(get_engine, model, device, backend, options, warm_up))
 
 
 def release_engine(engine: Engine) -> bool:

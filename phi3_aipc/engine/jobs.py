@@ -61,6 +61,8 @@ class Job:
         #: way to a job waiting in line: it stops, rather than hold the engine for text nobody is reading.
         self.unread: Callable[[], bool] | None = None
         self.gave_way = False
+        #: How long it waited for its turn (set when it starts).
+        self.queued_ms: float | None = None
 
     def start(self) -> None:
         workers.run(functools.partial(self.engine._execute, self))
@@ -175,7 +177,8 @@ class Turnstile:
         if getattr(job.engine.backend, "concurrent", False):
             return job.stop_reason() is None
         with self._changed:
-            self._line.append(job)
+            if job not in self._line:  # not placed ahead by ``join``
+                self._line.append(job)
             try:
                 while True:
                     if job.stop_reason() is not None:
@@ -187,6 +190,14 @@ class Turnstile:
             finally:
                 self._line.remove(job)
                 self._changed.notify_all()
+
+    def join(self, job: Job) -> None:
+        """Put ``job`` in line now, from the caller's thread, so that a job started later cannot overtake it on its
+        way to ``enter``; its own thread then waits there as usual."""
+        if getattr(job.engine.backend, "concurrent", False):
+            return
+        with self._changed:
+            self._line.append(job)
 
     def leave(self) -> None:
         # (After a concurrent backend's job too: _busy is never set then, and clearing it again is harmless.)
