@@ -129,7 +129,9 @@ def table(results: list[dict[str, Any]]) -> str:
     ]
     for r in results:
         device = "NPU pipeline on CPU" if r["device"] == "npu" else r["device"].upper()
-        head = f"| {r['path']} | {device} | {r['phase']} | {'on' if r['warm_up'] else 'off'} | {r['pause_s']} |"
+        head = (
+            f"| {r['path']} | {device} | {r['phase']} | {'on' if r['warm_up'] else 'off'} | {r['pause_s']} |"
+        )
         if "error" in r:
             lines.append(f"{head} fails: {r['error']} | | | | | | |")
             continue
@@ -145,7 +147,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     parser.add_argument("--no-npu", action="store_true", help="skip the NPU pipeline on the CPU")
     parser.add_argument("--no-gguf", action="store_true", help="skip the rows that load the GGUF directly")
-    parser.add_argument("--pause", type=float, default=1.0, help="seconds between ready and asking (default 1)")
+    parser.add_argument(
+        "--pause", type=float, default=1.0, help="seconds between ready and asking (default 1)"
+    )
     args = parser.parse_args()
     paths = ["ir"] if args.no_gguf else ["gguf", "ir"]
     devices = ["cpu"] if args.no_npu else ["cpu", "npu"]

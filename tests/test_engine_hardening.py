@@ -157,7 +157,9 @@ deltas = []
 
 def press_ctrl_c(delta):
     deltas.append(delta)
-    if len(deltas) == 3:
+    # At the first delta: the random model's byte-level text may come in few deltas (the streamer holds back bytes
+    # that do not yet decode), and a later one might never come.
+    if len(deltas) == 1:
         os.kill(os.getpid(), signal.SIGINT)  # as a terminal's Ctrl-C: the signal goes to the whole process
 
 try:
@@ -176,7 +178,7 @@ def test_ctrl_c_stops_a_generate_in_the_main_thread(tiny_phi3_ov: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout.strip().splitlines()[-1])
-    assert report["outcome"] == "interrupted"
+    assert report["outcome"] == "interrupted", report
     assert report["deltas"] < 1000, "the generation stopped soon after Ctrl-C, not at max_new_tokens"
     assert report["after"] == 5
 
