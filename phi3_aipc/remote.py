@@ -332,6 +332,8 @@ class _Call:
         self._chars = 0
         self._max_events = params.max_new_tokens + max(EVENT_SLACK, params.max_new_tokens // 4)
         self.done = False
+        #: The stream is to be read no further: [DONE], a closing stop string or the deadline (see ``texts``).
+        self.over = False
         self.close_at_stop = False
         self.stopped_by: FinishReason | None = None
 
@@ -366,6 +368,30 @@ class _Call:
         return False
 
     # -- the reply ---------------------------------------------------------------------------------------------------
+    def texts(self, lines: _Lines, chunk: bytes) -> Iterator[str]:
+        """The texts one chunk of the body adds, line by line, for the sync and the async stream alike; it stops
+        early, with ``over`` set, at [DONE], at a stop string that closes the stream, or at the deadline."""
+        for line in lines.feed(chunk):
+            if self.out_of_time():
+                self.over = True
+                return
+            text = self.line(line)
+            if text:
+                yield text
+            if self.done:
+                self.over = True
+                return
+
+    def tail(self, lines: _Lines) -> Iterator[str]:
+        """The texts left once the body has ended: its last unterminated line, then what the stop cutter held."""
+        for line in lines.end():
+            text = self.line(line)
+            if text:
+                yield text
+        last = self.ended()
+        if last:
+            yield last
+
     def line(self, line: str) -> str:
         """The text one SSE line adds (SSE comments, other fields and blank lines add none)."""
         if not line.startswith("data:"):
@@ -585,21 +611,10 @@ class RemoteStream:
         self._response = _open_sync(call, self._client)
         lines = call.lines()
         for chunk in self._response.iter_bytes():
-            for line in lines.feed(chunk):
-                if call.out_of_time():
-                    return
-                text = call.line(line)
-                if text:
-                    yield text
-                if call.done:
-                    return
-        for line in lines.end():
-            text = call.line(line)
-            if text:
-                yield text
-        last = call.ended()
-        if last:
-            yield last
+            yield from call.texts(lines, chunk)
+            if call.over:
+                return
+        yield from call.tail(lines)
 
     def _end(self) -> None:
         self._finished = True
@@ -670,21 +685,12 @@ class AsyncRemoteStream:
             try:
                 lines = call.lines()
                 async for chunk in response.aiter_bytes():
-                    for line in lines.feed(chunk):
-                        if call.out_of_time():
-                            return
-                        text = call.line(line)
-                        if text:
-                            yield text
-                        if call.done:
-                            return
-                for line in lines.end():
-                    text = call.line(line)
-                    if text:
+                    for text in call.texts(lines, chunk):
                         yield text
-                last = call.ended()
-                if last:
-                    yield last
+                    if call.over:
+                        return
+                for text in call.tail(lines):
+                    yield text
             finally:
                 await response.aclose()
 
