@@ -12,15 +12,24 @@ Figures: TTFT (the backend's, tokenization included) and decode tokens/s (1000 /
 the median of ``runs`` runs after one warm-up per engine, the variants taking turns run by run; each run's context
 starts with a different line, so prefix caching never shortens a prefill. ``same`` says whether the text equals the baseline's. ``accepted`` is the
 share of verified draft tokens the model kept (``GenerationResult.assisted``).
+
+Beside llama.cpp (``llamacpp_python``: the Python of a benchmark-only venv with llama-cpp-python): the same GGUF
+(the packaged SmolLM2's, a ``.gguf`` model path, or ``llamacpp_gguf``) answers the same rendered prompts in that
+venv's process (``phi3_aipc/bench/llamacpp_worker.py``), plain and with llama.cpp's own prompt lookup
+(``LlamaPromptLookupDecoding``, the same draft length and n-gram size as ours), after phi3-aipc's runs. Its rows'
+ratios are to phi3-aipc's baseline; their ``same`` compares with llama.cpp's own plain answer.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from phi3_aipc.backends.openvino_assist import DEFAULT_ASSISTANT_TOKENS, DEFAULT_NGRAM_SIZE
 from phi3_aipc.bench.targets import Target
 from phi3_aipc.engine import Engine, get_engine, release_engine
 from phi3_aipc.params import GenerationParams, GenerationResult
@@ -43,6 +52,10 @@ class RagSettings:
     runs: int = 2
     #: A draft model (path, repo id or catalogue name) to measure beside prompt lookup; None skips that variant.
     draft_model: str | None = None
+    #: The Python of a venv with llama-cpp-python: measure llama.cpp on the same GGUF too; None skips it.
+    llamacpp_python: str | None = None
+    #: The GGUF llama.cpp loads, where the model is not one (e.g. an IR converted from it).
+    llamacpp_gguf: str | None = None
 
 
 def rag_messages(engine: Engine, tokens: int, question: str, run: int | str = 0) -> list[dict[str, Any]]:
@@ -117,20 +130,88 @@ def _run_target(target: Target, settings: RagSettings, log: Callable[[str], None
         for engine in engines.values():  # a first request compiles: keep it out of the figures
             engine.generate(rag_messages(baseline, 64, "Hello!", run=-1), GenerationParams(max_new_tokens=4))
         rows = []
+        rendered: dict[str, list[str]] = {}
         for prompt, question in PROMPTS.items():
             # Runs alternate between the variants, so a change in the machine's load hits them all alike.
             results: dict[str, list[GenerationResult]] = {name: [] for name in engines}
+            rendered[prompt] = []
             for run in range(settings.runs):
                 messages = rag_messages(baseline, settings.context_tokens, question, f"{prompt} {run}")
+                rendered[prompt].append(baseline.format_chat(messages))
                 for name, engine in engines.items():
                     results[name].append(engine.generate(messages, params))
             for name, measured in results.items():
                 rows.append(_row(prompt, name, measured, results["baseline"][0].text))
                 log(f"   {prompt} / {name}: {_tps(rows[-1]['decode_tps'])} tok/s")
-        return rows
     finally:
         for engine in engines.values():
             release_engine(engine)
+    if settings.llamacpp_python:
+        rows += _llamacpp_rows(target, settings, rendered, log)
+    return rows
+
+
+def _llamacpp_rows(
+    target: Target, settings: RagSettings, rendered: dict[str, list[str]], log: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """llama.cpp on the same GGUF and the same rendered prompts, plain and with its own prompt lookup."""
+    gguf = settings.llamacpp_gguf or _gguf_of(target.model)
+    if gguf is None:
+        raise ValueError(
+            f"llama.cpp needs a GGUF and {target.model!r} is not one: pass --llamacpp-gguf with the GGUF it came from."
+        )
+    rows = []
+    for prompt, prompts in rendered.items():
+        plain = _llamacpp(settings, gguf, prompts, 0)
+        lookup = _llamacpp(settings, gguf, prompts, DEFAULT_ASSISTANT_TOKENS)
+        for variant, answers in (("llama.cpp", plain), ("llama.cpp + prompt lookup", lookup)):
+            rows.append(
+                {
+                    "prompt": prompt,
+                    "variant": variant,
+                    "prompt_tokens": answers[0]["prompt_tokens"],
+                    "completion_tokens": answers[0]["completion_tokens"],
+                    "ttft_ms": _median([a["ttft_ms"] for a in answers]),
+                    "decode_tps": _median([a["decode_tps"] for a in answers]),
+                    "accepted": None,
+                    "same": answers[0]["text"] == plain[0]["text"],
+                    "text": answers[0]["text"],
+                }
+            )
+            log(f"   {prompt} / {variant}: {_tps(rows[-1]['decode_tps'])} tok/s")
+    return rows
+
+
+def _llamacpp(settings: RagSettings, gguf: str, prompts: list[str], lookup: int) -> list[dict[str, Any]]:
+    from phi3_aipc.bench import llamacpp_worker
+
+    job = {
+        "gguf": gguf,
+        "prompts": prompts,
+        "max_new_tokens": settings.max_new_tokens,
+        "prompt_lookup": lookup,
+        "max_ngram_size": DEFAULT_NGRAM_SIZE,
+        "n_ctx": settings.context_tokens + settings.max_new_tokens + 512,
+    }
+    done = subprocess.run(
+        [str(settings.llamacpp_python), llamacpp_worker.__file__],
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"llama.cpp ({settings.llamacpp_python}) failed: {last[:300]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _gguf_of(model: str) -> str | None:
+    if model == "smollm2":
+        from phi3_aipc.models import smollm2_gguf
+
+        return str(smollm2_gguf())
+    return model if model.lower().endswith(".gguf") else None
 
 
 def _row(prompt: str, variant: str, results: list[GenerationResult], baseline_text: str) -> dict[str, Any]:

@@ -75,6 +75,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rag scenario: also measure speculative decoding with this draft model (path, repo id, or 'auto').",
     )
     parser.add_argument(
+        "--llamacpp-python",
+        default=None,
+        help="rag scenario: also run llama.cpp on the same GGUF, with this Python (a venv with llama-cpp-python).",
+    )
+    parser.add_argument(
+        "--llamacpp-gguf",
+        default=None,
+        help="rag scenario: the GGUF llama.cpp loads, where --model is not one.",
+    )
+    parser.add_argument(
         "--model-for",
         action="append",
         default=[],
@@ -141,7 +151,12 @@ def _run_rag(args: argparse.Namespace) -> int:
     if not args.model:
         raise InvalidParameterError("The rag scenario needs --model (e.g. --model smollm2).")
     targets = targets_for(args.model, args.device, args.backend, parse_options(args.option))
-    settings = RagSettings(runs=args.runs, draft_model=args.draft_model)
+    settings = RagSettings(
+        runs=args.runs,
+        draft_model=args.draft_model,
+        llamacpp_python=args.llamacpp_python,
+        llamacpp_gguf=args.llamacpp_gguf,
+    )
     results = run_rag_scenario(targets, settings, log=lambda line: print(line, file=sys.stderr))
     machine = machine_info()
     print(

@@ -41,3 +41,18 @@ def test_rag_scenario_measures_every_variant_against_the_baseline(tiny_phi3_ov: 
     table = format_rag_table([ok, failed])
     assert "| decode tok/s | × baseline | TTFT × baseline | accepted | same text |" in table
     assert "| rag | prompt lookup |" in table and "failed: " in table
+
+
+def test_the_llamacpp_side_says_what_it_lacks(tiny_phi3_ov: Path, tmp_path: Path) -> None:
+    """llama.cpp itself runs only in a benchmark venv (never a dependency, absent here); what the scenario does
+    without it is checked: a model that is no GGUF, and a Python without llama-cpp-python, are each named."""
+    import sys
+
+    base = RagSettings(context_tokens=300, max_new_tokens=4, runs=1, llamacpp_python=sys.executable)
+    [no_gguf] = run_rag_scenario([Target(str(tiny_phi3_ov), "cpu", "openvino")], base)
+    assert "is not one: pass --llamacpp-gguf" in no_gguf["error"]
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    settings = RagSettings(**{**base.__dict__, "llamacpp_gguf": str(gguf)})
+    [no_llamacpp] = run_rag_scenario([Target(str(tiny_phi3_ov), "cpu", "openvino")], settings)
+    assert "llama.cpp (" in no_llamacpp["error"] and "No module named 'llama_cpp'" in no_llamacpp["error"]
