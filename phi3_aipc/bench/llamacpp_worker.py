@@ -39,6 +39,9 @@ def main() -> int:
         n_threads=threads,
         n_threads_batch=threads,
         draft_model=draft,
+        # With a draft model llama-cpp-python keeps every position's logits, but (0.3.36) sizes that array by this
+        # argument alone: a prompt longer than n_batch then fails to broadcast unless it is said here too.
+        logits_all=draft is not None,
         verbose=False,
     )
     print(json.dumps([_answer(llm, llama_cpp, prompt, job["max_new_tokens"]) for prompt in job["prompts"]]))
