@@ -30,6 +30,7 @@ def chat(smollm2_gguf: Any) -> Any:
 def _long_first_answer(engine: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The real backend, with ignore_eos on its first call only (so that answer would run to BUDGET tokens on any
     CPU); records each call's completion tokens."""
+    engine.wait_for_warm_up()  # a warm-up still running would take the first call's place
     real = engine.backend.generate
     counts: list[int] = []
 

@@ -37,6 +37,7 @@ def served(stack: None) -> Iterator[Served]:
 @pytest.fixture
 def produced(served: Served, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The tokens each generation really produced (the engine's real backend runs; this only records)."""
+    served.engine.wait_for_warm_up()  # a warm-up still running would be counted as a request
     backend = served.engine.backend
     real = backend.generate
     counts: list[int] = []

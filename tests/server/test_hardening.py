@@ -43,6 +43,7 @@ def error_of(response: Any, status: int) -> dict[str, Any]:
 @pytest.fixture
 def generating(served: Served, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, list[int]]:
     """(set once the real backend's first delta arrives, the token count of each generation that ended)."""
+    served.engine.wait_for_warm_up()  # a warm-up still running would be counted as a request
     backend = served.engine.backend
     real = backend.generate
     started = threading.Event()
@@ -313,6 +314,7 @@ def test_a_lone_surrogate_in_the_output_and_an_unexpected_failure_stay_json(
     """A stand-in backend call (named so): a real model's text cannot be made to hold a lone surrogate on demand."""
     import httpx
 
+    served.engine.wait_for_warm_up()  # a warm-up still running would be counted as a request
     backend = served.engine.backend
     real = backend.generate
 
