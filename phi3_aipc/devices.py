@@ -33,6 +33,9 @@ class DeviceKind:
     onnx_provider: str | None
     #: What it is, for messages.
     label: str
+    #: The backend that decodes concurrent requests together on it (``phi3-aipc serve``'s default there); None: the
+    #: default backend serves one request at a time.
+    batching_backend: str | None = None
 
 
 DEVICE_KINDS: dict[str, DeviceKind] = {
@@ -46,6 +49,7 @@ DEVICE_KINDS: dict[str, DeviceKind] = {
             "gpu",
             "dml",
             "GPU (Intel Arc / iGPU)",
+            "openvino-batching",
         ),
         DeviceKind(
             "CPU",
@@ -54,6 +58,7 @@ DEVICE_KINDS: dict[str, DeviceKind] = {
             "cpu",
             "cpu",
             "CPU",
+            "openvino-batching",
         ),
         DeviceKind("DML", ("dml", "directml"), ("onnx",), "gpu", "dml", "DirectML (Windows DirectX 12 GPU)"),
         DeviceKind("CUDA", ("cuda",), ("onnx", "transformers"), "gpu", "cuda", "NVIDIA GPU (CUDA)"),

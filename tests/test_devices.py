@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from phi3_aipc import devices
-from phi3_aipc.backends import BACKENDS, resolve_backend_name
+from phi3_aipc.backends import BACKENDS, resolve_backend_name, serving_backend
 from phi3_aipc.devices import (
     DEVICE_KINDS,
     default_backend,
@@ -72,6 +72,22 @@ def test_kinds_backends_and_presets() -> None:
     # Every backend a kind names is registered, and every registered backend serves some kind.
     named = {b for kind in DEVICE_KINDS.values() for b in kind.backends}
     assert named == set(BACKENDS)
+    # A kind's batching backend is one of its own backends.
+    assert all(k.batching_backend in (None, *k.backends) for k in DEVICE_KINDS.values())
+
+
+def test_serve_batches_on_the_cpu_and_gpu_unless_assisted_decoding_needs_the_serial_pipeline() -> None:
+    assert [serving_backend(d) for d in ("cpu", "GPU.1", "npu", "dml", "cuda")] == [
+        "openvino-batching",
+        "openvino-batching",
+        None,
+        None,
+        None,
+    ]
+    # Prompt lookup and draft models are options of the serialising pipeline only: asked for, it stays.
+    assert serving_backend("cpu", {"prompt_lookup": True}) is None
+    assert serving_backend("cpu", {"DRAFT_MODEL": "auto"}) is None
+    assert serving_backend("cpu", {"prompt_lookup": False, "prefix_reuse": True}) == "openvino-batching"
 
 
 def test_registry_asks_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,6 +98,7 @@ def test_registry_asks_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(devices, "_directml_available", lambda: True)
     monkeypatch.setattr(devices, "_openvino_accelerator", lambda: False)
     assert default_backend("auto") == "onnx" and default_backend("cpu") == "openvino"
+    assert serving_backend("auto") is None  # 'auto' is DirectML there: nothing to batch with
 
 
 def test_pick_device_against_what_a_runtime_reports() -> None:

@@ -152,6 +152,29 @@ def resolve_backend_name(backend: str | None, device: str | None = None) -> str:
     return name
 
 
+#: Options only the serialising OpenVINO pipeline takes (assisted decoding, phi3_aipc.backends.openvino_assist).
+_SERIAL_ONLY_OPTIONS = frozenset(
+    {"prompt_lookup", "draft_model", "draft_device", "num_assistant_tokens", "max_ngram_size"}
+)
+
+
+def serving_backend(device: str | None, options: Mapping[str, Any] | None = None) -> str | None:
+    """The backend ``phi3-aipc serve`` uses when none is named: the device kind's batching backend, so concurrent
+    requests decode together, where it has one (CPU, GPU: ``phi3_aipc.devices``) and the options ask for nothing
+    only the serialising pipeline does (prompt lookup, a draft model). None: the device's default backend."""
+    requested = devices.normalise_device(device)
+    if devices.default_backend(requested) != DEFAULT_BACKEND:
+        return None
+    if any(
+        str(k).lower() in _SERIAL_ONLY_OPTIONS and v not in (None, False) for k, v in (options or {}).items()
+    ):
+        return None
+    target = requested
+    if requested == devices.AUTO:  # where 'auto' lands decides it: the NPU serialises
+        target = backend_class(DEFAULT_BACKEND).pick_device(requested, dict(options or {}))
+    return devices.kind_info(target).batching_backend
+
+
 def backend_info(name: str) -> BackendInfo:
     return BACKENDS[resolve_backend_name(name)]
 

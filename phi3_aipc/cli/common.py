@@ -17,7 +17,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "Default: microsoft/Phi-3-mini-4k-instruct.",
     )
     parser.add_argument("--device", default="auto", help="auto, npu, gpu, cpu, or an OpenVINO id like GPU.1.")
-    parser.add_argument("--backend", default=None, help="openvino (default), transformers, ...")
+    parser.add_argument(
+        "--backend",
+        default=None,
+        help="openvino (default; serve on the CPU or GPU: openvino-batching), transformers, ...",
+    )
     parser.add_argument(
         "--option",
         "-o",

@@ -84,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
             allow_origins=normalise_origins(args.allow_origin),
         ),
     )
-    load = functools.partial(get_engine, model, args.device, args.backend, engine_options(args))
+    options = engine_options(args)
+    backend = args.backend or _batching_default(args.device, options)
+    load = functools.partial(get_engine, model, args.device, backend, options)
     app = create_app(load, config)
     print(
         f"phi3-aipc serve: http://{args.host}:{args.port}/v1 (model loads in the background; GET /health)",
@@ -92,6 +94,21 @@ def run(args: argparse.Namespace) -> int:
     )
     serve(app, args.host, args.port)
     return 0
+
+
+def _batching_default(device: str | None, options: dict[str, object]) -> str | None:
+    """Continuous batching where the device has it (CPU, GPU), unless --backend names one: a server's requests
+    come at once, and the serialising pipeline would answer them one after another."""
+    from phi3_aipc.backends import serving_backend
+
+    backend = serving_backend(device, options)
+    if backend is not None:
+        print(
+            f"phi3-aipc serve: continuous batching ({backend}): concurrent requests decode together "
+            "(--backend openvino serves them one at a time).",
+            file=sys.stderr,
+        )
+    return backend
 
 
 def model_aliases(model: str) -> tuple[str, ...]:

@@ -65,6 +65,8 @@ def test_serve_command_loads_in_the_background_and_answers(stack: None) -> None:
         process.terminate()
         _, stderr = process.communicate(timeout=30)
     assert "loading smollm2" in stderr and "ready in" in stderr
+    # No --backend on the CPU: continuous batching, said once at start and in the ready line.
+    assert "continuous batching (openvino-batching)" in stderr and "(openvino-batching)." in stderr
 
 
 def _serve(port: int, *extra: str) -> subprocess.Popen:
