@@ -5,8 +5,10 @@ process and through `phi3-aipc serve`, on the continuous-batching backend (OpenV
     python benchmarks/concurrency.py --models smollm2 --tokens 32 --streams 1 4 8 16
 
 Every request has its own prompt and is forced to exactly ``--tokens`` new tokens (ignore_eos), greedy; prefix
-caching is off, so no request is sped up by another's prompt. "sequential" runs the same N requests one after
-another on the same engine; "concurrent" starts them together. TTFT is from a request's start to its first text.
+caching is off, so no request is sped up by another's prompt. "one at a time (openvino)" runs the N requests one
+after another on the serialising pipeline (what serve used before it batched by default); "sequential" runs them one
+after another on the batching engine; "concurrent" starts them together on it (what `phi3-aipc serve --device cpu`
+runs with no --backend). TTFT is from a request's start to its first text.
 The table goes to stdout and, with --out, to a Markdown file.
 """
 
@@ -29,6 +31,8 @@ from phi3_aipc.params import GenerationParams
 
 HERE = Path(__file__).resolve().parent
 OPTIONS = {"ENABLE_PREFIX_CACHING": False}
+#: The serialising pipeline's name for the same switch: no request is sped up by another's prompt there either.
+SERIAL_OPTIONS = {"prefix_reuse": False}
 
 
 @dataclass
@@ -137,25 +141,41 @@ def over_http(base_url: str, n: int, tokens: int, concurrent: bool) -> Sample:
 def measure(
     model: str, streams: list[int], tokens: int, paths: list[str], log: Callable[[str], None]
 ) -> list[str]:
+    from phi3_aipc.backends import serving_backend
     from phi3_aipc.server import BackgroundServer, ServerConfig, create_app
 
-    engine = get_engine(model_path(model), "cpu", backend="openvino-batching", options=OPTIONS)
+    # What `phi3-aipc serve --device cpu` runs with no --backend, and the serialising pipeline it replaced.
+    engine = get_engine(model_path(model), "cpu", backend=serving_backend("cpu", OPTIONS), options=OPTIONS)
+    serial = get_engine(model_path(model), "cpu", backend="openvino", options=SERIAL_OPTIONS)
     params = GenerationParams(max_new_tokens=tokens, ignore_eos=True)
-    one_in_process(engine, prompts(1)[0], params)  # compile and warm up
+    for warm in (engine, serial):
+        one_in_process(warm, prompts(1)[0], params)  # compile and warm up
     rows = []
-    with BackgroundServer(create_app(engine, ServerConfig(model_id="bench"))) as server:
-        runners: dict[str, Callable[[int, bool], Sample]] = {
-            "in-process": lambda n, c: in_process(engine, n, params, c),
-            "server": lambda n, c: over_http(server.base_url, n, tokens, c),
+    with (
+        BackgroundServer(create_app(engine, ServerConfig(model_id="bench"))) as server,
+        BackgroundServer(create_app(serial, ServerConfig(model_id="bench"))) as serial_server,
+    ):
+        runners: dict[str, tuple[Callable[[int, bool], Sample], Callable[[int], Sample]]] = {
+            "in-process": (
+                lambda n, c: in_process(engine, n, params, c),
+                lambda n: in_process(serial, n, params, False),
+            ),
+            "server": (
+                lambda n, c: over_http(server.base_url, n, tokens, c),
+                lambda n: over_http(serial_server.base_url, n, tokens, False),
+            ),
         }
         for path in paths:
-            lone = runners[path](1, False)
+            batched, one_at_a_time = runners[path]
+            lone = batched(1, False)
             for n in streams:
-                sequential = lone if n == 1 else runners[path](n, False)
-                concurrent = lone if n == 1 else runners[path](n, True)
+                sequential = lone if n == 1 else batched(n, False)
+                concurrent = lone if n == 1 else batched(n, True)
+                before = one_at_a_time(n)
                 row = (
-                    f"| {model} | {path} | {n} | {sequential.tokens_per_second:.1f} | "
-                    f"{concurrent.tokens_per_second:.1f} | {concurrent.tokens_per_second / sequential.tokens_per_second:.2f}x | "
+                    f"| {model} | {path} | {n} | {before.tokens_per_second:.1f} | {sequential.tokens_per_second:.1f} | "
+                    f"{concurrent.tokens_per_second:.1f} | {concurrent.tokens_per_second / before.tokens_per_second:.2f}x | "
+                    f"{concurrent.tokens_per_second / sequential.tokens_per_second:.2f}x | "
                     f"{statistics.median(lone.ttfts_ms):.0f} | {statistics.median(concurrent.ttfts_ms):.0f} / "
                     f"{max(concurrent.ttfts_ms):.0f} |"
                 )
@@ -174,8 +194,9 @@ def describe_machine() -> str:
 
 
 HEADER = (
-    "| model | path | streams | sequential tok/s | concurrent tok/s | speed-up | lone TTFT ms | "
-    "concurrent TTFT ms (median / max) |\n|---|---|---|---|---|---|---|---|"
+    "| model | path | streams | one at a time (openvino) tok/s | sequential (batching) tok/s | concurrent tok/s | "
+    "speed-up vs openvino | vs sequential | lone TTFT ms | concurrent TTFT ms (median / max) |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
