@@ -83,6 +83,8 @@ class TurnResult:
     structured_error: OutputParseError | None = None
     #: With context_overflow="trim": what was dropped and cut to make the prompt fit (None when nothing was).
     trimmed: TrimReport | None = None
+    #: Calls were forced, and this try let the model begin as it liked (see ``ChatTurn._force_instead``).
+    free_start: bool = False
 
     @property
     def finish_reason(self) -> str:
@@ -127,6 +129,8 @@ class ChatTurn:
     _choice: str = field(init=False, repr=False, compare=False)
     #: Set on the turn that answers instead of repeating a call (see ``_answer_instead``).
     _answering: bool = field(init=False, repr=False, compare=False, default=False)
+    #: Set on the turn that forces calls from the first token after a free start made none (``_force_instead``).
+    _forcing: bool = field(init=False, repr=False, compare=False, default=False)
 
     def __post_init__(self) -> None:
         # Refuse bad input now, before a model loads (a first NPU compile takes minutes).
@@ -195,10 +199,12 @@ class ChatTurn:
         shown = [] if choice == "none" else [t for t in self._specs if choice in ("auto", "required", t.name)]
         # The prompt shows the tools with control-token text broken; the constraint and parser keep them as given.
         shown_in_prompt = [_neutral_spec(t, tokens) for t in shown]
-        prompt = protocol.render(messages, shown_in_prompt, choice)
-        kinds = frozenset(constraint_kinds) if self.constrained else frozenset()
         parallel = self.parallel_tool_calls
-        constraint = protocol.constraint(shown, choice, kinds, parallel) if shown else None
+        prompt = protocol.render(messages, shown_in_prompt, choice, parallel)
+        kinds = frozenset(constraint_kinds) if self.constrained else frozenset()
+        free_start = bool(shown) and not self._forcing and protocol.starts_free(choice, parallel, kinds)
+        constraint_choice = "auto" if free_start else choice  # the forcing prompt, 'auto''s constraint
+        constraint = protocol.constraint(shown, constraint_choice, kinds, parallel) if shown else None
         if self._answering and "regex" in kinds:
             # The answer must not open with markup: given no tools, the model echoes the <tool_response> block.
             constraint = Constraint("regex", ANSWER_NOT_MARKUP)
@@ -212,6 +218,7 @@ class ChatTurn:
             self, prompt, constraint, parser, choice, shown, constrained=not wanted or constraint is not None
         )
         plan.messages = messages
+        plan.free_start = free_start
         if self._answering:  # no call now, and no invented result either
             plan.params = self.params.with_stop((*protocol.stop_strings, protocol.open_tag))
         if shown:
@@ -223,40 +230,37 @@ class ChatTurn:
     # -- running -------------------------------------------------------------------------------------------------
     def run(self, engine: Any) -> TurnResult:
         result = self._run_once(engine)
-        again = self._answer_instead(result)
+        again = self._answer_instead(result) or self._force_instead(result)
         return again._run_once(engine) if again is not None else result
 
     async def arun(self, engine: Any) -> TurnResult:
         result = await self._arun_once(engine)
-        again = self._answer_instead(result)
+        again = self._answer_instead(result) or self._force_instead(result)
         return await again._arun_once(engine) if again is not None else result
 
     def stream(self, engine: Any) -> Iterator[TurnEvent]:
         """Events as they happen; the last is TurnDone. Closing the iterator early cancels the generation.
 
         Right after tool results, events are held to the end of the answer: a repeated call is replaced by an answer
-        (see ``_answer_instead``) before anything reaches the caller."""
-        if not self._just_answered():
+        (see ``_answer_instead``) before anything reaches the caller. So are forced parallel calls (an answer of calls
+        only): a free start that made none is redone forced (``_force_instead``)."""
+        if not self._may_retry():
             yield from self._stream_once(engine)
             return
         events = list(self._stream_once(engine))
-        again = (
-            self._answer_instead(events[-1].result) if events and isinstance(events[-1], TurnDone) else None
-        )
+        again = self._retry(events)
         yield from again._stream_once(engine) if again is not None else events
 
     async def astream(self, engine: Any) -> AsyncIterator[TurnEvent]:
         # aclosing: a reader that stops (a break, a dropped stream) closes the layers below in the same aclose(), so
         # the generation is cancelled now, not after the event loop finalises each abandoned generator in turn.
-        if not self._just_answered():
+        if not self._may_retry():
             async with aclosing(self._astream_once(engine)) as events:
                 async for event in events:
                     yield event
             return
         events = [event async for event in self._astream_once(engine)]
-        again = (
-            self._answer_instead(events[-1].result) if events and isinstance(events[-1], TurnDone) else None
-        )
+        again = self._retry(events)
         if again is not None:
             async with aclosing(again._astream_once(engine)) as retried:
                 async for event in retried:
@@ -265,7 +269,28 @@ class ChatTurn:
         for event in events:
             yield event
 
-    # -- a repeated call is answered instead -------------------------------------------------------------------
+    # -- a second try: a repeated call is answered instead; forced calls a free start did not make are forced -----
+    def _may_retry(self) -> bool:
+        forced = self._choice not in ("auto", "none") and self.parallel_tool_calls and not self._forcing
+        return forced or bool(self._just_answered())
+
+    def _retry(self, events: list[TurnEvent]) -> ChatTurn | None:
+        if not events or not isinstance(events[-1], TurnDone):
+            return None
+        result = events[-1].result
+        return self._answer_instead(result) or self._force_instead(result)
+
+    def _force_instead(self, result: TurnResult) -> ChatTurn | None:
+        """Forced with parallel calls, the first try uses the forcing prompt but lets the model begin as it likes
+        (a call, once begun, is still held to its schema; ``starts_free`` of the protocol says where): forced from
+        the first token, Qwen2.5-Coder-0.5B ended after one call where BFCL's parallel entries want several. A try
+        that made no valid call is run again with the call forced from the first token."""
+        if not result.free_start or result.tool_calls:
+            return None
+        again = replace(self)
+        object.__setattr__(again, "_forcing", True)
+        return again
+
     def _just_answered(self) -> list[tuple[str, str]]:
         """The calls of the last assistant turn whose results follow it, as (name, arguments JSON)."""
         if self._choice != "auto" or not self._checked or self._checked[-1].get("role") != "tool":
@@ -357,6 +382,8 @@ class TurnPlan:
         self.messages: list[dict[str, Any]] = []
         #: Tools for the chat template's own ``tools`` argument (formats the template knows), else None.
         self.template_tools: list[dict[str, Any]] | None = None
+        #: Calls are forced but this try's constraint lets the model begin as it likes (``ChatTurn._force_instead``).
+        self.free_start = False
         #: The turn's parameters with the format's stop strings added.
         self.params: GenerationParams = turn.params
         #: The images of the messages, in the order of their tags (empty for a text-only turn).
@@ -468,6 +495,7 @@ class TurnPlan:
             generation,
             self.constrained,
             trimmed=self.trimmed,
+            free_start=self.free_start,
         )
         if self.turn.response_format is not None:
             _read_structured(result, self.turn.response_format, generation)

@@ -106,8 +106,26 @@ def test_auto_is_constrained_from_the_models_own_opener(qwen_template: str) -> N
 
 
 def test_forced_allows_one_or_more_calls_with_parallel_calls_and_one_without(qwen_template: str) -> None:
-    parallel = plan(qwen_template, choice="required").constraint
-    assert parallel.at_least_one and not parallel.stop_after_first and parallel.separator == "\n"
+    # With parallel calls the first try starts free ('auto''s constraint under the forcing prompt); the retry of a
+    # free start that made no call forces the opener from the first token and allows one or more calls.
+    free = plan(qwen_template, choice="required")
+    assert (
+        free.free_start and not free.constraint.at_least_one and free.constraint.triggers == ("<tool_call>",)
+    )
+    assert "You must call at least one tool now" in json.dumps(free.prompt)
+    turn = ChatTurn(USER, TOOLS, "required")
+    no_call = TurnResult(
+        "Sure.", [], [], GenerationResult("Sure.", "stop", 1, 1, Timings()), True, free_start=True
+    )
+    forcing = turn._force_instead(no_call)
+    assert forcing is not None
+    parallel = forcing.plan_for("other", KINDS, chat_template=qwen_template)
+    assert not parallel.free_start
+    assert parallel.constraint.at_least_one and not parallel.constraint.stop_after_first
+    assert parallel.constraint.separator == "\n"
+    # A free start that made a call is kept, and a forced try is never tried again.
+    assert turn._force_instead(_result([ToolCall("get_weather", {"city": "Paris"})], free_start=True)) is None
+    assert forcing._force_instead(_result([])) is None
     single = plan(qwen_template, choice="get_time", parallel=False).constraint
     assert single.at_least_one and single.stop_after_first
     assert [t.begin for t in single.tags] == ['<tool_call>\n{"name": "get_time", "arguments": ']
@@ -146,8 +164,10 @@ def test_text_before_a_call_stays_and_a_code_fence_around_calls_goes(qwen_templa
     assert plain.content == "Paris is the capital of France." and not plain.tool_calls
 
 
-def _result(calls: list[ToolCall]) -> TurnResult:
-    return TurnResult("", calls, [], GenerationResult("", "stop", 1, 1, Timings()), True)
+def _result(calls: list[ToolCall], free_start: bool = False) -> TurnResult:
+    return TurnResult(
+        "", calls, [], GenerationResult("", "stop", 1, 1, Timings()), True, free_start=free_start
+    )
 
 
 def test_a_call_repeated_right_after_its_result_is_answered_instead() -> None:
@@ -197,3 +217,28 @@ def test_the_constraint_forces_the_hermes_opener_and_a_real_tool(qwen_engine, ch
     assert isinstance(streamed[-1], TurnDone) and streamed[-1].result.generation.text == text
     unconstrained = ChatTurn(USER, TOOLS, choice, params=params, constrained=False).run(qwen_engine)
     assert not unconstrained.generation.text.startswith("<tool_call>")  # so the constraint did it
+
+
+def test_forced_parallel_calls_start_free_and_are_forced_when_the_free_start_makes_none(qwen_engine) -> None:  # noqa: ANN001
+    import asyncio
+
+    # Random weights never write the model's own opener unprompted, so the free start makes no call and the
+    # turn is run again with the opener forced: each door (whole, streamed, async) gives that second try.
+    params = GenerationParams(max_new_tokens=24)
+    turn = ChatTurn(USER, TOOLS, "required", params=params)
+    first = turn._run_once(qwen_engine)
+    assert first.free_start and not first.tool_calls
+    assert not first.generation.text.startswith("<tool_call>"), first.generation.text
+    forced = re.compile(r'<tool_call>\n\{"name": "(get_weather|get_time)", "arguments": \{\s*')
+    result = turn.run(qwen_engine)
+    assert not result.free_start and forced.fullmatch(result.generation.text), result.generation.text
+    streamed = list(turn.stream(qwen_engine))
+    assert (
+        isinstance(streamed[-1], TurnDone) and streamed[-1].result.generation.text == result.generation.text
+    )
+
+    async def both() -> tuple[TurnResult, list]:
+        return await turn.arun(qwen_engine), [e async for e in turn.astream(qwen_engine)]
+
+    whole, events = asyncio.run(both())
+    assert whole.generation.text == events[-1].result.generation.text == result.generation.text

@@ -42,6 +42,16 @@ class JsonTagsProtocol:
     #: Result markup a model may echo in its answer; the answer keeps what is inside.
     result_markup = re.compile(r"</?tool_(?:result|response)\b[^>]*>")
 
+    #: Forced with parallel calls, whether the first try lets the model begin as it likes (see ``starts_free``).
+    free_start_when_forced = False
+
+    def starts_free(self, choice: str, parallel: bool, kinds: frozenset[str]) -> bool:
+        """Whether a forced turn's first try takes 'auto''s constraint (calls held to their schema once begun, text
+        allowed) under the forcing prompt; a try without a valid call is then redone forced from the first token.
+        Only where measured to help (BFCL parallel) and where 'auto' is constrained at all."""
+        forced = choice not in ("auto", "none")
+        return self.free_start_when_forced and forced and parallel and "structural_tags" in kinds
+
     def clean_text(self, text: str) -> str:
         """The answer without echoed result markup (the text inside stays: it is what the model answers with)."""
         return self.result_markup.sub("", text)
@@ -52,9 +62,14 @@ class JsonTagsProtocol:
 
     # -- prompt ------------------------------------------------------------------------------------------------------
     def render(
-        self, messages: Sequence[Mapping[str, Any]], tools: Sequence[ToolSpec], choice: str
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[ToolSpec],
+        choice: str,
+        parallel: bool = True,
     ) -> list[dict[str, Any]]:
-        """The conversation as plain chat-template messages: earlier calls and results in this format."""
+        """The conversation as plain chat-template messages: earlier calls and results in this format (``parallel``:
+        whether one answer may hold several calls)."""
         out: list[dict[str, Any]] = []
         pending_results: list[Mapping[str, Any]] = []
         for message in messages:
