@@ -242,24 +242,26 @@ class ChatTurn:
         """Events as they happen; the last is TurnDone. Closing the iterator early cancels the generation.
 
         Right after tool results, events are held to the end of the answer: a repeated call is replaced by an answer
-        (see ``_answer_instead``) before anything reaches the caller. So are forced parallel calls (an answer of calls
-        only): a free start that made none is redone forced (``_force_instead``)."""
-        if not self._may_retry():
-            yield from self._stream_once(engine)
+        (see ``_answer_instead``) before anything reaches the caller. So are a forced turn's that starts free (an answer
+        of calls only): a free start that made none is redone forced (``_force_instead``)."""
+        plan = self.plan(engine)
+        if not self._may_retry(plan):
+            yield from self._stream_once(engine, plan)
             return
-        events = list(self._stream_once(engine))
+        events = list(self._stream_once(engine, plan))
         again = self._retry(events)
         yield from again._stream_once(engine) if again is not None else events
 
     async def astream(self, engine: Any) -> AsyncIterator[TurnEvent]:
         # aclosing: a reader that stops (a break, a dropped stream) closes the layers below in the same aclose(), so
         # the generation is cancelled now, not after the event loop finalises each abandoned generator in turn.
-        if not self._may_retry():
-            async with aclosing(self._astream_once(engine)) as events:
+        plan = await self.aplan(engine)
+        if not self._may_retry(plan):
+            async with aclosing(self._astream_once(engine, plan)) as events:
                 async for event in events:
                     yield event
             return
-        events = [event async for event in self._astream_once(engine)]
+        events = [event async for event in self._astream_once(engine, plan)]
         again = self._retry(events)
         if again is not None:
             async with aclosing(again._astream_once(engine)) as retried:
@@ -270,9 +272,9 @@ class ChatTurn:
             yield event
 
     # -- a second try: a repeated call is answered instead; forced calls a free start did not make are forced -----
-    def _may_retry(self) -> bool:
-        forced = self._choice not in ("auto", "none") and self.parallel_tool_calls and not self._forcing
-        return forced or bool(self._just_answered())
+    def _may_retry(self, plan: TurnPlan) -> bool:
+        """Whether this try's events must be held: it may be replaced by a second try."""
+        return plan.free_start or bool(self._just_answered())
 
     def _retry(self, events: list[TurnEvent]) -> ChatTurn | None:
         if not events or not isinstance(events[-1], TurnDone):
@@ -332,8 +334,8 @@ class ChatTurn:
         plan.feed(generation.text)
         return plan.finish(generation)
 
-    def _stream_once(self, engine: Any) -> Iterator[TurnEvent]:
-        plan = self.plan(engine)
+    def _stream_once(self, engine: Any, plan: TurnPlan | None = None) -> Iterator[TurnEvent]:
+        plan = plan or self.plan(engine)
         stream = engine.stream(plan.render(engine), plan.params, constraint=plan.constraint)
         try:
             for delta in stream:
@@ -342,8 +344,8 @@ class ChatTurn:
             stream.close()
         yield from plan.finish_events(stream.result)
 
-    async def _astream_once(self, engine: Any) -> AsyncIterator[TurnEvent]:
-        plan = await self.aplan(engine)
+    async def _astream_once(self, engine: Any, plan: TurnPlan | None = None) -> AsyncIterator[TurnEvent]:
+        plan = plan or await self.aplan(engine)
         stream = engine.astream(plan.render(engine), plan.params, constraint=plan.constraint)
         try:
             async for delta in stream:

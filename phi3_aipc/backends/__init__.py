@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from phi3_aipc import devices
+from phi3_aipc.backends import openvino_assist
 from phi3_aipc.backends import options as load_options
 from phi3_aipc.backends.base import Backend
 from phi3_aipc.errors import BackendNotInstalledError, UnknownBackendError
@@ -152,12 +153,6 @@ def resolve_backend_name(backend: str | None, device: str | None = None) -> str:
     return name
 
 
-#: Options only the serialising OpenVINO pipeline takes (assisted decoding, phi3_aipc.backends.openvino_assist).
-_SERIAL_ONLY_OPTIONS = frozenset(
-    {"prompt_lookup", "draft_model", "draft_device", "num_assistant_tokens", "max_ngram_size"}
-)
-
-
 def serving_backend(device: str | None, options: Mapping[str, Any] | None = None) -> str | None:
     """The backend ``phi3-aipc serve`` uses when none is named: the device kind's batching backend, so concurrent
     requests decode together, where it has one (CPU, GPU: ``phi3_aipc.devices``) and the options ask for nothing
@@ -166,7 +161,8 @@ def serving_backend(device: str | None, options: Mapping[str, Any] | None = None
     if devices.default_backend(requested) != DEFAULT_BACKEND:
         return None
     if any(
-        str(k).lower() in _SERIAL_ONLY_OPTIONS and v not in (None, False) for k, v in (options or {}).items()
+        str(k).upper() in openvino_assist.OPTIONS and v not in (None, False)
+        for k, v in (options or {}).items()
     ):
         return None
     target = requested

@@ -38,6 +38,8 @@ DRAFT_MODEL = "DRAFT_MODEL"
 DRAFT_DEVICE = "DRAFT_DEVICE"
 NUM_ASSISTANT_TOKENS = "NUM_ASSISTANT_TOKENS"
 MAX_NGRAM_SIZE = "MAX_NGRAM_SIZE"
+#: Every assisted-decoding option: only the serialising pipeline takes them (see ``phi3_aipc.backends.serving_backend``).
+OPTIONS = frozenset({PROMPT_LOOKUP, DRAFT_MODEL, DRAFT_DEVICE, NUM_ASSISTANT_TOKENS, MAX_NGRAM_SIZE})
 #: prompt_lookup=True drafts 5 tokens a step (OpenVINO GenAI's samples' setting) from n-grams of up to 3 tokens.
 DEFAULT_ASSISTANT_TOKENS = 5
 DEFAULT_NGRAM_SIZE = 3
