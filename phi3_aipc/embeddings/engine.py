@@ -34,13 +34,6 @@ from phi3_aipc.paths import compile_cache_dir
 
 #: Texts per pipeline call on the CPU and GPU when the caller names no batch size.
 DEFAULT_BATCH_SIZE = 32
-#: On the CPU, a batch is further split into pipeline calls of at most this many bytes of text once padded (the
-#: longest text's bytes times the texts in the call; about 40-50 tokens of English). Measured on all-MiniLM-L6-v2
-#: (a 2-core AVX-512 CPU, batches of 32 sorted by length): calls this small ran 2.9x (bf16) and 3.4x (f32) faster
-#: per sentence than whole batches of 32; 256 bytes was as fast at bf16 but at an edge (f32 varied 1.9-3.5x) and
-#: 320 bytes and more were barely faster than batch 32. The vectors do not depend on how texts are grouped (each
-#: row is padded and masked on its own).
-CPU_CALL_BYTES = 192
 # Tokens a tokenizer may add that cover no text ([CLS], [SEP], a BOS, a prefix space), with room to spare.
 _MAX_SPECIAL_TOKENS = 8
 _POOLING_NAMES = {"cls": "CLS", "mean": "MEAN", "last_token": "LAST_TOKEN"}
@@ -163,8 +156,7 @@ class EmbeddingEngine(_EncoderEngine):
         return cls(artifact, device, pipeline, tokenizer, (time.perf_counter() - started) * 1000)
 
     def embed_documents(self, texts: Sequence[str], batch_size: int | None = None) -> list[list[float]]:
-        """One vector per text, in order, computed at most ``batch_size`` texts per call (one at a time on the NPU;
-        on the CPU in calls of at most ``CPU_CALL_BYTES`` padded bytes, which are faster)."""
+        """One vector per text, in order, computed at most ``batch_size`` texts per call (one at a time on the NPU)."""
         texts = _check_texts(texts, "texts")
         size = _check_batch_size(batch_size)
         if not texts:
@@ -174,10 +166,10 @@ class EmbeddingEngine(_EncoderEngine):
         # A batch is padded to its longest text: batching texts of similar length wastes the least compute
         # (sentence-transformers does the same). The vectors go back in the caller's order.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        sizes = [len((prefix + texts[i]).encode()) for i in order]
+        per_call = self._texts_per_call(size)
         vectors: list[list[float]] = [[] for _ in texts]
-        for first, last in call_groups(sizes, self._texts_per_call(size), self._bytes_per_call()):
-            chunk = order[first:last]
+        for first in range(0, len(order), per_call):
+            chunk = order[first : first + per_call]
             with self._lock:
                 computed = self._pipe.embed_documents([texts[i] for i in chunk])
             for i, vector in zip(chunk, computed, strict=True):
@@ -186,10 +178,6 @@ class EmbeddingEngine(_EncoderEngine):
 
     def _texts_per_call(self, batch_size: int) -> int:
         return 1 if self.is_npu else batch_size
-
-    def _bytes_per_call(self) -> int | None:
-        # Measured on the CPU only; a GPU is fed whole batches (it wants large ones) until measured otherwise.
-        return CPU_CALL_BYTES if device_kind(self.device) == "CPU" else None
 
     def embed_query(self, text: str) -> list[float]:
         """The vector of a search query (with the model's query instruction, if it has one)."""
@@ -237,22 +225,6 @@ class RerankEngine(_EncoderEngine):
                 scored = list(self._pipe.rerank(query, documents))
         ranked = sorted(((int(i), float(s)) for i, s in scored), key=lambda pair: -pair[1])
         return [RerankResult(i, s) for i, s in ranked[:top_n]]
-
-
-def call_groups(sizes: Sequence[int], max_texts: int, max_bytes: int | None) -> list[tuple[int, int]]:
-    """Split texts of ``sizes`` bytes (longest first) into [first, last) runs: at most ``max_texts`` texts each and,
-    when ``max_bytes`` is set, at most that many bytes once padded to the run's longest text (a text longer than
-    ``max_bytes`` goes alone)."""
-    groups: list[tuple[int, int]] = []
-    first = 0
-    for i in range(1, len(sizes) + 1):
-        count = i - first
-        full = i == len(sizes) or count >= max_texts
-        padded = max(sizes[first : i + 1]) * (count + 1) if i < len(sizes) else 0
-        if full or (max_bytes is not None and padded > max_bytes):
-            groups.append((first, i))
-            first = i
-    return groups
 
 
 def _build(

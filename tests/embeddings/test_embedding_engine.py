@@ -16,7 +16,6 @@ from phi3_aipc.embeddings import (
     get_embedding_engine,
     resolve_encoder,
 )
-from phi3_aipc.embeddings import engine as engine_module
 from phi3_aipc.embeddings.catalogue import find_encoder, read_settings
 from phi3_aipc.errors import DeviceNotFoundError, InvalidParameterError, ModelNotFoundError
 
@@ -109,38 +108,23 @@ class _RecordingPipeline:
         return self.pipe.embed_documents(texts)
 
 
-def test_a_cpu_batch_is_split_into_small_calls_with_the_same_vectors(
+def test_a_batch_is_one_call_of_similar_lengths_with_the_vectors_of_each_text_alone(
     minilm_cpu_f32, parity_sentences, monkeypatch
 ) -> None:
-    # f32 pinned: whole batches and small calls are two numeric paths.
+    # f32 pinned: a text alone and a text padded in a batch are two numeric paths.
     recorder = _RecordingPipeline(minilm_cpu_f32._pipe)
     monkeypatch.setattr(minilm_cpu_f32, "_pipe", recorder)
     texts = parity_sentences[:64] + [LONG[:400]]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InputTruncatedWarning)
-        split = minilm_cpu_f32.embed_documents(texts, batch_size=32)
-        whole = [list(map(float, v)) for v in recorder.pipe.embed_documents(texts[:32])]
-    assert sorted(t for call in recorder.calls for t in call) == sorted(texts)
-    assert len(recorder.calls) > 3  # 65 texts at batch 32 would be 3 calls
-    for call in recorder.calls:
-        padded = max(len(t.encode()) for t in call) * len(call)
-        assert len(call) == 1 or padded <= engine_module.CPU_CALL_BYTES, call
-    np.testing.assert_allclose(split[:32], whole, atol=1e-5)
-    assert _cosines(split[:32], np.asarray(whole)).min() >= 0.999
-
-
-@pytest.mark.parametrize(
-    ("sizes", "max_texts", "max_bytes", "groups"),
-    [
-        ([100, 90, 60, 60, 50, 10, 10, 10], 32, 256, [(0, 2), (2, 6), (6, 8)]),
-        ([300, 90, 60], 32, 256, [(0, 1), (1, 3)]),  # longer than the budget: alone
-        ([5] * 10, 4, None, [(0, 4), (4, 8), (8, 10)]),  # no budget (GPU): batch_size texts a call
-        ([5] * 10, 4, 256, [(0, 4), (4, 8), (8, 10)]),  # the batch size still caps a call
-        ([], 32, 256, []),
-    ],
-)
-def test_call_groups_respect_the_batch_size_and_the_byte_budget(sizes, max_texts, max_bytes, groups) -> None:
-    assert engine_module.call_groups(sizes, max_texts, max_bytes) == groups
+        batched = minilm_cpu_f32.embed_documents(texts, batch_size=32)
+        alone = [list(map(float, recorder.pipe.embed_documents([t])[0])) for t in texts]
+    assert [len(call) for call in recorder.calls] == [32, 32, 1]
+    assert recorder.calls[0][0] == LONG[:400]  # longest first, so a call pads to a similar length
+    lengths = [len(t) for call in recorder.calls for t in call]
+    assert lengths == sorted(lengths, reverse=True)
+    np.testing.assert_allclose(batched, alone, atol=1e-5)
+    assert _cosines(batched, np.asarray(alone)).min() >= 0.999
 
 
 def test_every_spelling_of_the_model_shares_one_engine(minilm_cpu, minilm_hf: Path) -> None:
